@@ -1,0 +1,4 @@
+from . import write_json_schemas
+
+for p in write_json_schemas():
+    print(p)

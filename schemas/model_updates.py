@@ -1,0 +1,40 @@
+"""Topic ``model.updates`` — a newly trained model is available.
+
+Key: target name.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ._base import Event, Name, NonNegFloat, TimestampNs
+
+
+class CvScore(Event):
+    mae: NonNegFloat
+    mape: NonNegFloat  # fraction, 0.05 = 5 %
+    folds: int = Field(ge=2)
+    grouping: Name  # what whole groups the folds hold out
+
+
+TOPIC = "model.updates"
+SCHEMA_VERSION = 1
+
+
+class ModelUpdate(Event):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    model_id: Name
+    target: Name
+    unit: Name
+    algorithm: Name
+    features: list[Name]
+    n_samples: int = Field(ge=1)
+    cv: CvScore
+    baseline_cv: CvScore | None = None  # plain linear baseline, for comparison
+    hardware: Name  # hardware class the model is for ("global" for all)
+    dataset_hash: Name
+    path: str = Field(max_length=4096)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    trained_at_ns: TimestampNs

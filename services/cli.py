@@ -1,0 +1,255 @@
+"""``joulestream``: one command line for every service and tool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from shared.httpserver import Health
+from shared.kafka import StopSignal, ensure_topics, make_producer, run_worker
+from shared.service import run as run_service
+from shared.service import setup_logging
+from shared.settings import KafkaSettings, ServiceSettings
+
+
+def _worker_main(make: Any, group: str, **kw: Any) -> Any:
+    async def main(reg: CollectorRegistry, health: Health, stop: StopSignal) -> None:
+        kafka = KafkaSettings()
+        await ensure_topics(kafka)
+        await run_worker(make(reg), kafka, group, reg, health, stop, **kw)
+    return main
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo
+
+    setup_logging("WARNING")
+    opts = DemoOptions(out=Path(a.out) if a.out else None, bootstrap=a.bootstrap)
+    if a.quick:
+        opts.presets, opts.bitrates_kbps, opts.duration_s, opts.idle_s = (
+            ("veryfast",), (400, 1500), 2.0, 2.0)
+    asyncio.run(run_demo(opts))
+    return 0
+
+
+def cmd_broker(a: argparse.Namespace) -> int:
+    from shared.broker import EmbeddedBroker
+
+    b = EmbeddedBroker(a.log, port=a.port).start()
+    print(f"embedded broker on {b.bootstrap} (log {a.log}); Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+    return 0
+
+
+def cmd_topics(a: argparse.Namespace) -> int:
+    asyncio.run(ensure_topics(KafkaSettings()))
+    print("topics ensured")
+    return 0
+
+
+def cmd_collector(a: argparse.Namespace) -> int:
+    from .power_collector.app import run_collector
+    from .power_collector.config import CollectorConfig
+
+    overrides = {k: v for k, v in (("source", a.source), ("interval_s", a.interval),
+                                   ("powercap_root", a.powercap_root)) if v is not None}
+    cfg = CollectorConfig(**overrides)
+    settings = ServiceSettings()
+
+    async def main(reg: CollectorRegistry, health: Health, stop: StopSignal) -> None:
+        kafka = KafkaSettings()
+        await run_collector(cfg, kafka, reg, health, stop, settings.host)
+
+    run_service("power_collector", main, settings)
+    return 0
+
+
+def cmd_energy(a: argparse.Namespace) -> int:
+    from .energy_worker.app import EnergyProcessor
+
+    run_service("energy_worker", _worker_main(EnergyProcessor, "joulestream-energy"))
+    return 0
+
+
+def cmd_quality(a: argparse.Namespace) -> int:
+    from .quality_worker.app import QualityProcessor
+
+    run_service("quality_worker",
+                _worker_main(QualityProcessor, "joulestream-quality", max_records=1))
+    return 0
+
+
+def cmd_cost(a: argparse.Namespace) -> int:
+    from .cost_worker.app import CostProcessor
+    from .cost_worker.config import CostConfig, load_price_book
+
+    book = load_price_book(a.price_book or CostConfig().price_book)
+    run_service("cost_worker", _worker_main(lambda r: CostProcessor(r, book), "joulestream-cost"))
+    return 0
+
+
+def cmd_trainer(a: argparse.Namespace) -> int:
+    from .trainer.app import TrainerProcessor
+
+    run_service("trainer", _worker_main(TrainerProcessor, "joulestream-trainer"))
+    return 0
+
+
+def cmd_runner(a: argparse.Namespace) -> int:
+    from shared.ffmpeg import natural_clip
+
+    from .runner.app import Publisher, run_matrix
+    from .runner.logic import build_matrix
+
+    setup_logging("INFO")
+    source = a.source or natural_clip()
+    run_id = a.run_id or ("run" + uuid.uuid4().hex[:8])
+    scenarios = build_matrix(run_id, a.codec, a.preset, a.resolution, a.bitrate, a.crf, a.fps,
+                             a.duration, a.streams, source, a.repetitions)
+    host = ServiceSettings().host
+
+    async def go() -> None:
+        kafka = KafkaSettings()
+        await ensure_topics(kafka)
+        producer = make_producer(kafka)
+        await producer.start()
+        try:
+            def progress(i: int, n: int, sc: Any, ev: Any) -> None:
+                print(f"[{i}/{n}] {sc.scenario_id}: {ev.kind}", flush=True)
+            await run_matrix(Publisher(producer, host), scenarios, source, Path(a.out_dir),
+                             run_id, idle_s=a.idle, cooldown_s=a.cooldown,
+                             lavfi=a.lavfi, progress=progress)
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_publish(a: argparse.Namespace) -> int:
+    """Publish scenario events (JSON objects, one per line) from a file or stdin."""
+    from pydantic import ValidationError
+
+    from schemas import scenario_events
+
+    text = Path(a.file).read_text() if a.file != "-" else sys.stdin.read()
+    events = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(scenario_events.parse_scenario_event(line.encode()))
+        except ValidationError as e:
+            print(f"line {n}: {e}", file=sys.stderr)
+            return 2
+
+    async def go() -> None:
+        kafka = KafkaSettings()
+        await ensure_topics(kafka)
+        p = make_producer(kafka)
+        await p.start()
+        try:
+            for ev in events:
+                await p.send_and_wait(scenario_events.TOPIC, ev.to_bytes(), key=ev.host.encode())
+        finally:
+            await p.stop()
+
+    asyncio.run(go())
+    print(f"published {len(events)} events")
+    return 0
+
+
+def cmd_schemas(a: argparse.Namespace) -> int:
+    from schemas import json_schemas, render
+
+    if a.write:
+        from schemas import write_json_schemas
+
+        for p in write_json_schemas():
+            print(p)
+    else:
+        print(json.dumps({k: json.loads(render(v)) for k, v in json_schemas().items()}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="joulestream", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="run the whole pipeline on the embedded broker")
+    d.add_argument("--out", help="write report.json and report.html (and keep data) here")
+    d.add_argument("--quick", action="store_true", help="a smaller matrix (for smoke tests)")
+    d.add_argument("--bootstrap", help="use this Kafka instead of the embedded broker")
+    d.set_defaults(fn=cmd_demo)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker")
+    b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--log", default="joulestream-broker.log")
+    b.set_defaults(fn=cmd_broker)
+
+    sub.add_parser("topics", help="create joulestream's topics").set_defaults(fn=cmd_topics)
+
+    c = sub.add_parser("power-collector", help="sample host power → power.samples")
+    c.add_argument("--source", choices=["auto", "rapl", "estimate"])
+    c.add_argument("--interval", type=float, help="sampling interval in seconds")
+    c.add_argument("--powercap-root")
+    c.set_defaults(fn=cmd_collector)
+
+    sub.add_parser("energy-worker", help="join power with scenarios → scenario.energy"
+                   ).set_defaults(fn=cmd_energy)
+    sub.add_parser("quality-worker", help="VMAF/PSNR/SSIM → quality.results"
+                   ).set_defaults(fn=cmd_quality)
+    cw = sub.add_parser("cost-worker", help="cost and carbon → cost.results")
+    cw.add_argument("--price-book", help="YAML price book (see config/pricebook.example.yaml)")
+    cw.set_defaults(fn=cmd_cost)
+    sub.add_parser("trainer", help="dataset and models → model.updates"
+                   ).set_defaults(fn=cmd_trainer)
+
+    r = sub.add_parser("runner", help="run an encoding matrix with ffmpeg → scenario.events")
+    r.add_argument("--codec", nargs="+", default=["libx264"])
+    r.add_argument("--preset", nargs="+", default=["veryfast"])
+    r.add_argument("--resolution", nargs="+", default=["1280x720"])
+    r.add_argument("--bitrate", nargs="*", type=float, default=[1500.0], help="kbit/s")
+    r.add_argument("--crf", nargs="*", type=float, default=[])
+    r.add_argument("--fps", type=float, default=25.0)
+    r.add_argument("--duration", type=float, default=5.0, help="seconds of content")
+    r.add_argument("--streams", nargs="+", type=int, default=[1])
+    r.add_argument("--repetitions", type=int, default=1)
+    r.add_argument("--source", help="input file (default: the bundled natural clip)")
+    r.add_argument("--lavfi", action="store_true", help="source is a lavfi pattern")
+    r.add_argument("--idle", type=float, default=5.0, help="idle baseline seconds first")
+    r.add_argument("--cooldown", type=float, default=0.0)
+    r.add_argument("--out-dir", default=os.path.join("joulestream-data", "encodes"))
+    r.add_argument("--run-id")
+    r.set_defaults(fn=cmd_runner)
+
+    pb = sub.add_parser("publish", help="publish scenario events (JSON lines) from FILE or -")
+    pb.add_argument("file")
+    pb.set_defaults(fn=cmd_publish)
+
+    s = sub.add_parser("schemas", help="print (or --write) the JSON Schemas of every topic")
+    s.add_argument("--write", action="store_true")
+    s.set_defaults(fn=cmd_schemas)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.captureWarnings(True)
+    sys.exit(args.fn(args))

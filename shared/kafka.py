@@ -1,0 +1,328 @@
+"""Kafka adapters: topic creation, producer, and the one consume → process → produce → commit loop.
+
+Failure semantics (the same for every worker):
+
+* A message the processor rejects (``BadInput``: malformed, wrong version, unsafe path, …)
+  goes to ``<topic>.dlq`` with the original bytes, its coordinates and the reason; the
+  worker keeps going.
+* Outputs of a batch are produced and **acknowledged** before any offset is committed, so a
+  crash at any point replays from the last commit (at-least-once).  Output keys derive from
+  inputs, so a replay rewrites the same records (idempotent downstream).
+* A stateful processor (the energy join) tells the loop which offsets are safe to commit:
+  nothing still needed to rebuild its state after a restart is ever committed past.
+* Any other exception stops the loop without committing; restart replays.
+* SIGTERM/SIGINT: the batch in hand is finished, its outputs flushed and committed, then
+  the consumer leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas import TOPICS
+from schemas.dead_letters import DeadLetter, dlq_topic
+
+from .httpserver import Health
+from .settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class BadInput(Exception):
+    """The message cannot be accepted; it goes to the dead-letter topic with this reason."""
+
+    def __init__(self, reason: str, error_type: str = "invalid") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class Processor(Protocol):
+    """What a worker plugs into :func:`run_worker`."""
+
+    name: str
+    input_topics: Sequence[str]
+
+    async def handle(self, record: ConsumerRecord) -> list[Output]:
+        """Process one record; raise :class:`BadInput` to dead-letter it."""
+        ...
+
+    def tick(self, now_ns: int) -> list[Output]:
+        """Called after every poll (also when nothing arrived): timeouts, watermarks."""
+        ...
+
+    def safe_offsets(self) -> dict[TopicPartition, int] | None:
+        """Offsets safe to commit, or None to commit everything handled."""
+        ...
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
+
+
+def all_topics() -> list[str]:
+    return list(TOPICS)
+
+
+async def ensure_topics(
+    settings: KafkaSettings, topics: Sequence[str] | None = None, with_dlq: bool = True
+) -> None:
+    """Create the topics joulestream uses (idempotent).  Data topics share one partition
+    count so that ``power.samples`` and ``scenario.events`` are co-partitioned by host."""
+    names = list(topics or all_topics())
+    if with_dlq:
+        names += [dlq_topic(t) for t in names if not t.endswith(".dlq")]
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(t, settings.partitions, settings.replication_factor)
+            for t in names
+            if t not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
+    kw: dict[str, Any] = {
+        **settings.client_kwargs(),
+        "acks": "all",
+        "linger_ms": 5,
+        "max_request_size": 8 * 1024 * 1024,
+    }
+    kw.update(overrides)
+    return AIOKafkaProducer(**kw)
+
+
+def make_consumer(
+    settings: KafkaSettings, group_id: str | None, topics: Sequence[str] = (), **overrides: Any
+) -> AIOKafkaConsumer:
+    kw: dict[str, Any] = {
+        **settings.client_kwargs(),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        # range assignment keeps co-partitioned topics together (the join needs it)
+        "partition_assignment_strategy": (RangePartitionAssignor,),
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "session_timeout_ms": 30_000,
+        "heartbeat_interval_ms": 3_000,
+        "max_poll_interval_ms": 900_000,
+    }
+    kw.update(overrides)
+    return AIOKafkaConsumer(*topics, **kw)
+
+
+class WorkerMetrics:
+    """The loop's own metrics: ``joulestream_<service>_…``."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        p = f"joulestream_{service}"
+        self.consumed = Counter(
+            f"{p}_messages_consumed_total", "Messages consumed", ["topic"], registry=registry
+        )
+        self.produced = Counter(
+            f"{p}_messages_produced_total", "Messages produced", ["topic"], registry=registry
+        )
+        self.dead_letters = Counter(
+            f"{p}_dead_letters_total",
+            "Messages sent to a dead-letter topic",
+            ["topic", "error_type"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            f"{p}_batch_processing_seconds",
+            "Time to process one polled batch, produce its outputs and commit",
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.lag = Gauge(
+            f"{p}_consumer_lag_messages",
+            "High-water mark minus position, per assigned partition",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.last_commit = Gauge(
+            f"{p}_last_commit_timestamp_seconds", "Unix time of the last commit", registry=registry
+        )
+        self.up = Gauge(f"{p}_up", "1 while the worker loop runs and is ready", registry=registry)
+
+
+def dead_letter(record: ConsumerRecord, service: str, err: BadInput) -> Output:
+    dl = DeadLetter(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
+        value_b64=base64.b64encode(record.value or b"").decode(),
+        reason=err.reason[:8000],
+        error_type=err.error_type,
+        service=service,
+        ts_ns=time.time_ns(),
+    )
+    return Output(dlq_topic(record.topic), record.key, dl.to_bytes())
+
+
+class StopSignal:
+    """Set by SIGTERM/SIGINT (or by code); the loop finishes its batch and stops."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.event.set)
+
+    def set(self) -> None:
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.processor.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+async def produce_all(
+    producer: AIOKafkaProducer, outputs: Sequence[Output], metrics: WorkerMetrics | None = None
+) -> None:
+    """Send every output and wait until the broker acknowledged all of them."""
+    futures = []
+    for o in outputs:
+        futures.append(await producer.send(o.topic, o.value, key=o.key))
+        if metrics:
+            metrics.produced.labels(o.topic).inc()
+    if futures:
+        await asyncio.gather(*futures)
+
+
+async def with_retry(
+    what: str,
+    fn: Callable[[], Awaitable[Any]],
+    stop: StopSignal,
+    health: Health | None = None,
+    max_backoff_s: float = 10.0,
+) -> bool:
+    """Call ``fn`` until it succeeds, with capped exponential backoff; False if stopped."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await fn()
+            return True
+        except (KafkaError, OSError) as e:
+            log.warning("%s failed (%s); retrying in %.1fs", what, e, delay)
+            if health:
+                health.set(False, f"{what}: {e}")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.event.wait(), delay)
+            delay = min(delay * 2, max_backoff_s)
+    return False
+
+
+async def run_worker(
+    processor: Processor,
+    settings: KafkaSettings,
+    group_id: str,
+    registry: CollectorRegistry,
+    health: Health,
+    stop: StopSignal,
+    max_records: int = 500,
+    poll_timeout_ms: int = 200,
+    consumer_overrides: dict[str, Any] | None = None,
+) -> None:
+    """The shared loop: consume → decode/process → produce (acked) → commit."""
+    metrics = WorkerMetrics(processor.name, registry)
+    for t in processor.input_topics:
+        metrics.consumed.labels(t)
+        metrics.dead_letters.labels(t, "invalid")
+    producer = make_producer(settings)
+    consumer = make_consumer(settings, group_id, **(consumer_overrides or {}))
+    consumer.subscribe(list(processor.input_topics), listener=_Rebalance(processor))
+    if not await with_retry("producer start", producer.start, stop, health):
+        return
+    try:
+        if not await with_retry("consumer start", consumer.start, stop, health):
+            return
+        health.set(True, "consuming", group=group_id, topics=list(processor.input_topics))
+        metrics.up.set(1)
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records)
+            t0 = time.perf_counter()
+            outputs: list[Output] = []
+            consumed: dict[TopicPartition, int] = {}
+            for tp, records in batch.items():
+                for record in records:
+                    metrics.consumed.labels(tp.topic).inc()
+                    try:
+                        outputs.extend(await processor.handle(record))
+                    except BadInput as e:
+                        log.warning(
+                            "dead-lettering %s[%d]@%d: %s",
+                            tp.topic, tp.partition, record.offset, e.reason,
+                        )
+                        metrics.dead_letters.labels(tp.topic, e.error_type).inc()
+                        outputs.append(dead_letter(record, processor.name, e))
+                    consumed[tp] = record.offset + 1
+            outputs.extend(processor.tick(time.time_ns()))
+            await produce_all(producer, outputs, metrics)
+            safe = processor.safe_offsets()
+            to_commit = consumed if safe is None else safe
+            assigned = consumer.assignment()
+            to_commit = {tp: o for tp, o in to_commit.items() if tp in assigned}
+            if to_commit:
+                await consumer.commit(to_commit)
+                metrics.last_commit.set(time.time())
+            for tp in assigned:
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    with contextlib.suppress(Exception):
+                        metrics.lag.labels(tp.topic, str(tp.partition)).set(
+                            max(0, hw - await consumer.position(tp))
+                        )
+            if batch:
+                metrics.batch_seconds.observe(time.perf_counter() - t0)
+    finally:
+        metrics.up.set(0)
+        health.set(False, "stopped")
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await producer.stop()
