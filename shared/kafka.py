@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -97,9 +98,9 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(t, settings.partitions, settings.replication_factor)
+            NewTopic(settings.topic(t), settings.partitions, settings.replication_factor)
             for t in names
-            if t not in existing
+            if settings.topic(t) not in existing
         ]
         if new:
             try:
@@ -211,23 +212,29 @@ class StopSignal:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, processor: Processor) -> None:
+    def __init__(self, processor: Processor, settings: KafkaSettings) -> None:
         self.processor = processor
+        self.settings = settings
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.processor.on_revoked(set(revoked))
+        self.processor.on_revoked(
+            {TopicPartition(self.settings.logical(tp.topic), tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
 
 
 async def produce_all(
-    producer: AIOKafkaProducer, outputs: Sequence[Output], metrics: WorkerMetrics | None = None
+    producer: AIOKafkaProducer,
+    outputs: Sequence[Output],
+    metrics: WorkerMetrics | None = None,
+    settings: KafkaSettings | None = None,
 ) -> None:
     """Send every output and wait until the broker acknowledged all of them."""
     futures = []
     for o in outputs:
-        futures.append(await producer.send(o.topic, o.value, key=o.key))
+        topic = settings.topic(o.topic) if settings else o.topic
+        futures.append(await producer.send(topic, o.value, key=o.key))
         if metrics:
             metrics.produced.labels(o.topic).inc()
     if futures:
@@ -275,7 +282,8 @@ async def run_worker(
         metrics.dead_letters.labels(t, "invalid")
     producer = make_producer(settings)
     consumer = make_consumer(settings, group_id, **(consumer_overrides or {}))
-    consumer.subscribe(list(processor.input_topics), listener=_Rebalance(processor))
+    consumer.subscribe([settings.topic(t) for t in processor.input_topics],
+                       listener=_Rebalance(processor, settings))
     if not await with_retry("producer start", producer.start, stop, health):
         return
     try:
@@ -289,8 +297,11 @@ async def run_worker(
             outputs: list[Output] = []
             consumed: dict[TopicPartition, int] = {}
             for tp, records in batch.items():
+                logical = settings.logical(tp.topic)
                 for record in records:
-                    metrics.consumed.labels(tp.topic).inc()
+                    if settings.topic_prefix:
+                        record = dataclasses.replace(record, topic=logical)
+                    metrics.consumed.labels(logical).inc()
                     try:
                         outputs.extend(await processor.handle(record))
                     except BadInput as e:
@@ -298,12 +309,15 @@ async def run_worker(
                             "dead-lettering %s[%d]@%d: %s",
                             tp.topic, tp.partition, record.offset, e.reason,
                         )
-                        metrics.dead_letters.labels(tp.topic, e.error_type).inc()
+                        metrics.dead_letters.labels(logical, e.error_type).inc()
                         outputs.append(dead_letter(record, processor.name, e))
                     consumed[tp] = record.offset + 1
             outputs.extend(processor.tick(time.time_ns()))
-            await produce_all(producer, outputs, metrics)
+            await produce_all(producer, outputs, metrics, settings)
             safe = processor.safe_offsets()
+            if safe is not None:  # the processor speaks logical topic names
+                safe = {TopicPartition(settings.topic(tp.topic), tp.partition): o
+                        for tp, o in safe.items()}
             to_commit = consumed if safe is None else safe
             assigned = consumer.assignment()
             to_commit = {tp: o for tp, o in to_commit.items() if tp in assigned}
@@ -314,7 +328,7 @@ async def run_worker(
                 hw = consumer.highwater(tp)
                 if hw is not None:
                     with contextlib.suppress(Exception):
-                        metrics.lag.labels(tp.topic, str(tp.partition)).set(
+                        metrics.lag.labels(settings.logical(tp.topic), str(tp.partition)).set(
                             max(0, hw - await consumer.position(tp))
                         )
             if batch:

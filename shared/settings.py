@@ -35,6 +35,17 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1, le=16)
     #: how long a consumer waits for data before returning (latency vs CPU)
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
+    #: prefix for every topic name (namespaces one deployment, or one test, on a shared broker)
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
+
+    def topic(self, name: str) -> str:
+        """The broker-side name of a logical topic."""
+        return self.topic_prefix + name
+
+    def logical(self, name: str) -> str:
+        """The logical name of a broker-side topic."""
+        p = self.topic_prefix
+        return name[len(p):] if p and name.startswith(p) else name
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments common to aiokafka producers, consumers and admin clients."""

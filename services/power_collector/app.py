@@ -100,8 +100,13 @@ class Collector:
         while not stop.is_set():
             now = time.monotonic_ns()
             self.metrics.lag.set(max(0, now - next_ns) / 1e9)
-            sample = self.sample_once(now)
-            self.batcher.add(sample, now)
+            try:
+                sample = self.sample_once(now)
+            except (OSError, ValueError) as e:  # a transient read failure skips one sample
+                self.metrics.read_errors.inc()
+                log.warning("sample failed: %s", e)
+            else:
+                self.batcher.add(sample, now)
             if self.batcher.due(now):
                 self.flush_batch()
             next_ns += self.interval_ns
@@ -117,7 +122,7 @@ class Collector:
         self.wakeup.set()
 
     async def publish_loop(self, producer: AIOKafkaProducer, stop: StopSignal,
-                           health: Health) -> None:
+                           health: Health, topic: str = TOPIC) -> None:
         while True:
             if not self.spool:
                 if self.sampling_done:
@@ -128,7 +133,7 @@ class Collector:
                 continue
             msg = self.spool[0]
             try:
-                await producer.send_and_wait(TOPIC, msg.to_bytes(), key=self.host.encode())
+                await producer.send_and_wait(topic, msg.to_bytes(), key=self.host.encode())
             except (KafkaError, OSError) as e:
                 health.set(False, f"broker unreachable: {e}")
                 if self.sampling_done:
@@ -159,7 +164,8 @@ async def run_collector(
         return col
     health.set(True, f"sampling ({why})")
     try:
-        await asyncio.gather(col.sample_loop(stop), col.publish_loop(producer, stop, health))
+        await asyncio.gather(col.sample_loop(stop), col.publish_loop(producer, stop, health,
+                                                                   kafka.topic(TOPIC)))
     finally:
         await producer.stop()
     return col

@@ -60,6 +60,8 @@ class CollectorMetrics:
         self.dropped = Counter("joulestream_power_collector_dropped_samples_total",
                                "Samples dropped because the spool bound was exceeded",
                                registry=registry)
+        self.read_errors = Counter("joulestream_power_collector_read_errors_total",
+                                   "Samples skipped because a reading failed", registry=registry)
         self.published = Counter("joulestream_power_collector_published_samples_total",
                                  "Samples delivered to the broker", registry=registry)
         self.info = Info("joulestream_power_collector_source", "The power source in use",

@@ -95,7 +95,7 @@ class QualityProcessor:
                 *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
             try:
                 _, err = await asyncio.wait_for(proc.communicate(), self.cfg.timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 raise self._fail(f"libvmaf timed out after {self.cfg.timeout_s}s",

@@ -64,13 +64,14 @@ def run_ffmpeg(cmd: list[str], output: str) -> EncodeOutcome:
 class Publisher:
     """Publishes scenario events keyed by host (co-partitioned with power.samples)."""
 
-    def __init__(self, producer: AIOKafkaProducer, host: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, host: str,
+                 topic: str = scenario_events.TOPIC) -> None:
         self.producer = producer
         self.host = host
+        self.topic = topic
 
     async def publish(self, ev: ScenarioStarted | ScenarioFinished | ScenarioFailed) -> None:
-        await self.producer.send_and_wait(scenario_events.TOPIC, ev.to_bytes(),
-                                          key=ev.host.encode())
+        await self.producer.send_and_wait(self.topic, ev.to_bytes(), key=ev.host.encode())
 
 
 async def run_scenario(
