@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
+import pkgutil
 import sys
 import time
 import uuid
@@ -249,7 +251,57 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schemas", help="print (or --write) the JSON Schemas of every topic")
     s.add_argument("--write", action="store_true")
     s.set_defaults(fn=cmd_schemas)
+
+    bench = sub.add_parser("bench", help="run benchmarks (all, or the named ones); prints JSON")
+    bench.add_argument("names", nargs="*", help=f"any of: {', '.join(benchmark_names())}")
+    bench.add_argument("--quick", action="store_true", help="fewer/shorter runs")
+    bench.add_argument("--write-docs", action="store_true",
+                       help="also write docs/benchmarks.md")
+    bench.set_defaults(fn=cmd_bench)
+
+    # services add their own subcommands: services/<name>/cli.py defines register(sub)
+    for pkg in SERVICE_PACKAGES:
+        try:
+            mod = importlib.import_module(f"services.{pkg}.cli")
+        except ModuleNotFoundError as e:
+            if e.name != f"services.{pkg}.cli":
+                raise
+            continue
+        mod.register(sub)
     return p
+
+
+SERVICE_PACKAGES = ("power_collector", "runner", "energy_worker", "quality_worker",
+                    "cost_worker", "trainer")
+
+
+def benchmark_names() -> list[str]:
+    import benchmarks
+
+    return sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__)
+                  if not m.name.startswith("_"))
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Each benchmarks/<name>.py has ``run(quick: bool) -> dict``; figures go to stdout."""
+    names = a.names or benchmark_names()
+    unknown = set(names) - set(benchmark_names())
+    if unknown:
+        print(f"unknown benchmarks: {sorted(unknown)}; have {benchmark_names()}",
+              file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {}
+    for n in names:
+        mod = importlib.import_module(f"benchmarks.{n}")
+        print(f"running benchmark {n} …", file=sys.stderr, flush=True)
+        results[n] = mod.run(quick=a.quick)
+    out = results[names[0]] if len(names) == 1 else results
+    print(json.dumps(out, indent=2))
+    if a.write_docs:
+        from benchmarks._report import write_benchmarks_md
+
+        write_benchmarks_md(results)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
