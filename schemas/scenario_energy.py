@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from ._base import Basis, Event, Name, NonNegFloat, Scope, TimestampNs
-from .scenario_events import EncodeSettings
+from .scenario_events import EncodeSettings, HardwareInfo
 
 TOPIC = "scenario.energy"
 SCHEMA_VERSION = 1
@@ -46,6 +46,7 @@ class ScenarioEnergy(Event):
     output_path: str | None = Field(default=None, max_length=4096)
     reference_path: str | None = Field(default=None, max_length=4096)
     achieved_fps: NonNegFloat | None = None
+    hardware: HardwareInfo | None = None
     #: fraction of the window covered by samples (1.0 = both ends bracketed by samples)
     coverage: float = Field(ge=0.0, le=1.0)
     max_gap_s: NonNegFloat

@@ -47,6 +47,19 @@ class EncodeSettings(Event):
         return "default"
 
 
+class HardwareInfo(Event):
+    """The machine an encode ran on (models are trained per hardware class)."""
+
+    cpu_model: Annotated[str, Field(max_length=200)]
+    logical_cpus: Annotated[int, Field(ge=1, le=100_000)]
+    sockets: Annotated[int, Field(ge=1, le=64)] = 1
+    memory_mib: Annotated[int, Field(ge=0)] = 0
+    arch: Name = "unknown"
+    gpu_model: Annotated[str, Field(max_length=200)] | None = None
+    #: deterministic id of (cpu model, logical CPUs, arch)
+    hardware_class: Name
+
+
 class _ScenarioEvent(Event):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: Name  # unique per event; derived from scenario_id + kind so duplicates collapse
@@ -74,6 +87,7 @@ class ScenarioFinished(_ScenarioEvent):
     achieved_fps: NonNegFloat | None = None
     peak_rss_bytes: int | None = Field(default=None, ge=0)
     ffmpeg_version: ShortText | None = None
+    hardware: HardwareInfo | None = None
 
     @model_validator(mode="after")
     def _window(self) -> ScenarioFinished:

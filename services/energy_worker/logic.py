@@ -256,7 +256,7 @@ class EnergyJoin:
             basis=basis, sources=sources, scope=scope, mean_power_w=mean_p,  # type: ignore[arg-type]
             peak_power_w=peak, idle_power_w=idle, dynamic_energy_j=dyn, cpu_s=ev.cpu_s,
             frames=ev.frames, output_bytes=ev.output_bytes, output_path=ev.output_path,
-            reference_path=ev.reference_path, achieved_fps=ev.achieved_fps,
+            reference_path=ev.reference_path, achieved_fps=ev.achieved_fps, hardware=ev.hardware,
             coverage=coverage, max_gap_s=max_gap / 1e9, complete=complete, n_samples=n,
             emitted_by=by, wrap_ambiguous=amb, computed_at_ns=None,  # type: ignore[arg-type]
         )

@@ -27,6 +27,7 @@ from schemas.scenario_events import (
     ScenarioStarted,
 )
 from shared.ffmpeg import ffmpeg_exe, ffmpeg_version
+from shared.hardware import host_hardware
 
 from .logic import CONTAINER, Scenario, encode_command, parse_progress
 
@@ -107,7 +108,7 @@ async def run_scenario(
             reference_path=reference, output_bytes=sum(r.output_bytes for r in results),
             achieved_fps=frames / wall if wall > 0 else None,
             peak_rss_bytes=max(r.peak_rss_bytes for r in results),
-            ffmpeg_version=ffmpeg_version())
+            ffmpeg_version=ffmpeg_version(), hardware=host_hardware())
     await pub.publish(ev)
     return ev
 
