@@ -32,7 +32,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+)
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas import TOPICS
@@ -211,6 +218,68 @@ class StopSignal:
         return self.event.is_set()
 
 
+def _transient(e: BaseException) -> bool:
+    """Broker-side trouble worth waiting out (connection loss, leader moves, timeouts)."""
+    return isinstance(e, KafkaTimeoutError | OSError) or bool(getattr(e, "retriable", False))
+
+
+async def _deliver(
+    producer: AIOKafkaProducer,
+    consumer: AIOKafkaConsumer,
+    processor: Processor,
+    outputs: list[Output],
+    consumed: dict[TopicPartition, int],
+    settings: KafkaSettings,
+    metrics: WorkerMetrics,
+    health: Health,
+    stop: StopSignal,
+) -> bool:
+    """Produce the batch's outputs (acknowledged), then commit what is safe.
+
+    Transient broker errors are retried with capped backoff while the service reports
+    not-ready; outputs are idempotent by key, so re-sending after a partial failure is safe.
+    Returns False if stopped before the batch was delivered (nothing committed)."""
+    delay = 0.2
+    sent = False
+    while True:
+        try:
+            if not sent:
+                await produce_all(producer, outputs, metrics, settings)
+                sent = True
+            safe = processor.safe_offsets()
+            if safe is not None:  # the processor speaks logical topic names
+                safe = {TopicPartition(settings.topic(tp.topic), tp.partition): o
+                        for tp, o in safe.items()}
+            to_commit = consumed if safe is None else safe
+            assigned = consumer.assignment()
+            to_commit = {tp: o for tp, o in to_commit.items() if tp in assigned}
+            if to_commit:
+                try:
+                    await consumer.commit(to_commit)
+                except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as e:
+                    # partitions moved to another member: it re-reads from the last commit
+                    # and, outputs being idempotent, rewrites the same records
+                    log.warning("commit skipped (%s): partitions were reassigned", e)
+                else:
+                    metrics.last_commit.set(time.time())
+            if not health.ready:
+                health.set(True, "consuming")
+            return True
+        except Exception as e:
+            if not _transient(e):
+                raise
+            log.warning("broker unavailable (%s); retrying in %.1fs", e, delay)
+            health.set(False, f"broker unavailable: {e}")
+            metrics.up.set(0)
+            try:
+                await asyncio.wait_for(stop.event.wait(), delay)
+                return False
+            except asyncio.TimeoutError:
+                pass
+            metrics.up.set(1)
+            delay = min(delay * 2, 10.0)
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, processor: Processor, settings: KafkaSettings) -> None:
         self.processor = processor
@@ -313,17 +382,10 @@ async def run_worker(
                         outputs.append(dead_letter(record, processor.name, e))
                     consumed[tp] = record.offset + 1
             outputs.extend(processor.tick(time.time_ns()))
-            await produce_all(producer, outputs, metrics, settings)
-            safe = processor.safe_offsets()
-            if safe is not None:  # the processor speaks logical topic names
-                safe = {TopicPartition(settings.topic(tp.topic), tp.partition): o
-                        for tp, o in safe.items()}
-            to_commit = consumed if safe is None else safe
+            if not await _deliver(producer, consumer, processor, outputs, consumed, settings,
+                                  metrics, health, stop):
+                break  # stopped while the broker was unreachable: nothing committed, replay
             assigned = consumer.assignment()
-            to_commit = {tp: o for tp, o in to_commit.items() if tp in assigned}
-            if to_commit:
-                await consumer.commit(to_commit)
-                metrics.last_commit.set(time.time())
             for tp in assigned:
                 hw = consumer.highwater(tp)
                 if hw is not None:

@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 
 def describe_validation_error(e: ValidationError, limit: int = 5) -> str:
+    """``schema violation (Model): field.path: message; …`` — short enough for a log line."""
     parts = []
     for err in e.errors()[:limit]:
         loc = ".".join(str(x) for x in err.get("loc", ())) or "<message>"
@@ -13,4 +14,7 @@ def describe_validation_error(e: ValidationError, limit: int = 5) -> str:
     more = e.error_count() - limit
     if more > 0:
         parts.append(f"(+{more} more)")
-    return f"schema violation ({e.title}): " + "; ".join(parts)
+    title = e.title
+    if title.startswith("tagged-union["):  # the scenario event union: name its members plainly
+        title = "scenario event"
+    return f"schema violation ({title}): " + "; ".join(parts)
