@@ -1,22 +1,10 @@
-"""Runner matrices and commands; quality command and log parsing; path safety."""
+"""Runner matrices and commands (the quality worker's unit tests are in test_quality_units.py)."""
 
 from __future__ import annotations
-
-import math
-import os
-from pathlib import Path
 
 import pytest
 
 from schemas.scenario_events import EncodeSettings
-from services.quality_worker.logic import (
-    UnsafePath,
-    build_command,
-    parse_vmaf_log,
-    pooled,
-    safe_media_path,
-    vmaf_model_for,
-)
 from services.runner.logic import build_matrix, encode_command, parse_progress
 
 
@@ -46,47 +34,3 @@ def test_encode_command_carries_every_setting() -> None:
 def test_parse_progress_takes_last_values() -> None:
     assert parse_progress("frame=10\nprogress=continue\nframe=125\nprogress=end\n") == {
         "frame": "125", "progress": "end"}
-
-
-def test_vmaf_model_by_resolution() -> None:
-    assert vmaf_model_for(1080) == "vmaf_v0.6.1"
-    assert vmaf_model_for(2160) == "vmaf_4k_v0.6.1"
-
-
-def test_quality_command_is_one_pass_with_alignment() -> None:
-    cmd = build_command("ffmpeg", "d.mkv", "r.mp4", 1920, 1080, "log.json", "vmaf_v0.6.1",
-                        5.0, 2, fps=30)
-    graph = cmd[cmd.index("-lavfi") + 1]
-    assert "scale=1920:1080:flags=bicubic" in graph
-    assert graph.count("setpts=PTS-STARTPTS") == 2 and graph.count("fps=30") == 2
-    assert "vmaf_v0.6.1neg" in graph and "name=psnr|name=float_ssim" in graph
-    assert "n_threads=2" in graph
-
-
-def test_pooled_and_psnr_from_mse() -> None:
-    p = pooled([90.0, 100.0, 80.0])
-    assert p["mean"] == pytest.approx(90.0) and p["min"] == 80.0
-    assert p["harmonic_mean"] == pytest.approx(3 / (1 / 90 + 1 / 100 + 1 / 80))
-    doc = {"version": "x", "frames": [
-        {"frameNum": 0, "metrics": {"vmaf": 90, "psnr_y": 30.0, "psnr_cb": 40.0,
-                                    "psnr_cr": 40.0, "float_ssim": 0.9}},
-        {"frameNum": 1, "metrics": {"vmaf": 80, "psnr_y": 40.0, "psnr_cb": 40.0,
-                                    "psnr_cr": 40.0, "float_ssim": 0.8}}]}
-    out = parse_vmaf_log(doc)
-    # MSE-pooled: mean(1e-3, 1e-4) = 5.5e-4 → 32.596 dB, not the 35 dB of averaging dB
-    assert out["psnr_y"] == pytest.approx(-10 * math.log10(5.5e-4))
-    assert out["pooled"]["vmaf"]["mean"] == pytest.approx(85.0)
-    assert out["frames"] == 2
-
-
-def test_safe_media_path_blocks_escapes(tmp_path: Path) -> None:
-    root = tmp_path / "media"
-    root.mkdir()
-    (root / "ok.mkv").write_bytes(b"x")
-    (tmp_path / "secret").write_bytes(b"x")
-    os.symlink(tmp_path / "secret", root / "link.mkv")
-    assert safe_media_path(str(root / "ok.mkv"), [str(root)]) == (root / "ok.mkv").resolve()
-    for bad in (str(root / ".." / "secret"), str(root / "link.mkv"), "/etc/passwd",
-                str(root) + "/ok.mkv\x00"):
-        with pytest.raises(UnsafePath):
-            safe_media_path(bad, [str(root)])
