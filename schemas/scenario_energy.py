@@ -56,3 +56,14 @@ class ScenarioEnergy(Event):
     emitted_by: Literal["watermark", "timeout"]
     wrap_ambiguous: bool = False
     computed_at_ns: TimestampNs | None = None
+    #: the idle-baseline window (scenario id) ``idle_power_w`` comes from: the latest
+    #: complete one of the same power stream that ended at or before this scenario started
+    idle_baseline_id: Name | None = None
+    #: how many other scenarios overlapped this one on the same host
+    concurrent_scenarios: int = Field(default=0, ge=0)
+    #: this scenario's share of the host's dynamic energy over its window, split with the
+    #: overlapping scenarios by CPU time (Kepler's approach); equals ``dynamic_energy_j``
+    #: (before flooring) when nothing overlapped.  None without an idle baseline.
+    attributed_dynamic_energy_j: NonNegFloat | None = None
+    #: time-weighted mean of this scenario's CPU share among the scenarios active with it
+    cpu_share: float | None = Field(default=None, ge=0.0, le=1.0)

@@ -26,6 +26,8 @@ class EncodeSettings(Event):
     preset: Name | None = None
     bitrate_kbps: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
     crf: Annotated[float, Field(ge=0, le=63)] | None = None
+    #: constant quantiser (``-qp``), the third rate-control mode
+    qp: Annotated[float, Field(ge=0, le=255)] | None = None
     width: Annotated[int, Field(ge=0, le=16384)] = 0
     height: Annotated[int, Field(ge=0, le=16384)] = 0
     fps: Annotated[float, Field(ge=0, le=1000)] = 0.0
@@ -33,6 +35,8 @@ class EncodeSettings(Event):
     streams: Annotated[int, Field(ge=1, le=1024)] = 1
     threads: Annotated[int, Field(ge=0, le=1024)] = 0  # 0 = encoder default
     source: Annotated[str, Field(max_length=4096)] = ""  # clip name or lavfi pattern
+    #: encoded at 1x speed (ffmpeg ``-re``) to a live output, as live encoders run
+    realtime: bool = False
 
     @property
     def is_idle(self) -> bool:
@@ -42,6 +46,8 @@ class EncodeSettings(Event):
     def rate_control(self) -> str:
         if self.crf is not None:
             return "crf"
+        if self.qp is not None:
+            return "qp"
         if self.bitrate_kbps is not None:
             return "cbr"
         return "default"
@@ -73,6 +79,8 @@ class ScenarioStarted(_ScenarioEvent):
     kind: Literal["started"] = "started"
     start_ns: TimestampNs
     pid: int | None = Field(default=None, ge=0)
+    #: monotonic clock of the publisher at start (for intervals; not comparable across hosts)
+    start_mono_ns: int | None = Field(default=None, ge=0)
 
 
 class ScenarioFinished(_ScenarioEvent):
@@ -88,6 +96,13 @@ class ScenarioFinished(_ScenarioEvent):
     peak_rss_bytes: int | None = Field(default=None, ge=0)
     ffmpeg_version: ShortText | None = None
     hardware: HardwareInfo | None = None
+    #: monotonic clock of the publisher at start and end
+    start_mono_ns: int | None = Field(default=None, ge=0)
+    end_mono_ns: int | None = Field(default=None, ge=0)
+    #: bitrate of the output: output_bytes * 8 / content seconds / streams, kbit/s
+    output_bitrate_kbps: NonNegFloat | None = None
+    #: a live output (RTMP/SRT URL) the encode was streamed to, when not a file
+    live_output: Annotated[str, Field(max_length=4096)] | None = None
 
     @model_validator(mode="after")
     def _window(self) -> ScenarioFinished:
@@ -114,6 +129,10 @@ class ScenarioFailed(_ScenarioEvent):
     end_ns: TimestampNs
     exit_code: int | None = None
     stderr_tail: ShortText = ""
+    #: CPU seconds the failed encode used (from the OS), if known: it still loaded the host
+    cpu_s: NonNegFloat | None = None
+    start_mono_ns: int | None = Field(default=None, ge=0)
+    end_mono_ns: int | None = Field(default=None, ge=0)
 
 
 ScenarioEvent = Annotated[
