@@ -9,6 +9,7 @@ from typing import Any
 from . import (
     cost_results,
     dead_letters,
+    host_baselines,
     model_updates,
     power_samples,
     quality_results,
@@ -26,6 +27,7 @@ TOPICS: dict[str, str] = {
     quality_results.TOPIC: "scenario_id",
     cost_results.TOPIC: "scenario_id",
     model_updates.TOPIC: "target",
+    host_baselines.TOPIC: "host",
 }
 
 
@@ -39,6 +41,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "cost.results.json": cost_results.CostResult.model_json_schema(),
         "model.updates.json": model_updates.ModelUpdate.model_json_schema(),
         "dead_letter.json": dead_letters.DeadLetter.model_json_schema(),
+        "host.baselines.json": host_baselines.HostBaselines.model_json_schema(),
     }
 
 

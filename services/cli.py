@@ -7,11 +7,9 @@ import asyncio
 import importlib
 import json
 import logging
-import os
 import pkgutil
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +80,6 @@ def cmd_collector(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_energy(a: argparse.Namespace) -> int:
-    from .energy_worker.app import EnergyProcessor
-
-    run_service("energy_worker", _worker_main(EnergyProcessor, "joulestream-energy"))
-    return 0
-
-
 def cmd_quality(a: argparse.Namespace) -> int:
     from .quality_worker.app import QualityProcessor
 
@@ -110,39 +101,6 @@ def cmd_trainer(a: argparse.Namespace) -> int:
     from .trainer.app import TrainerProcessor
 
     run_service("trainer", _worker_main(TrainerProcessor, "joulestream-trainer"))
-    return 0
-
-
-def cmd_runner(a: argparse.Namespace) -> int:
-    from schemas import scenario_events
-    from shared.ffmpeg import natural_clip
-
-    from .runner.app import Publisher, run_matrix
-    from .runner.logic import build_matrix
-
-    setup_logging("INFO")
-    source = a.source or natural_clip()
-    run_id = a.run_id or ("run" + uuid.uuid4().hex[:8])
-    scenarios = build_matrix(run_id, a.codec, a.preset, a.resolution, a.bitrate, a.crf, a.fps,
-                             a.duration, a.streams, source, a.repetitions)
-    host = ServiceSettings().host
-
-    async def go() -> None:
-        kafka = KafkaSettings()
-        await ensure_topics(kafka)
-        producer = make_producer(kafka)
-        await producer.start()
-        try:
-            def progress(i: int, n: int, sc: Any, ev: Any) -> None:
-                print(f"[{i}/{n}] {sc.scenario_id}: {ev.kind}", flush=True)
-            pub = Publisher(producer, host, kafka.topic(scenario_events.TOPIC))
-            await run_matrix(pub, scenarios, source, Path(a.out_dir),
-                             run_id, idle_s=a.idle, cooldown_s=a.cooldown,
-                             lavfi=a.lavfi, progress=progress)
-        finally:
-            await producer.stop()
-
-    asyncio.run(go())
     return 0
 
 
@@ -216,8 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--powercap-root")
     c.set_defaults(fn=cmd_collector)
 
-    sub.add_parser("energy-worker", help="join power with scenarios → scenario.energy"
-                   ).set_defaults(fn=cmd_energy)
     sub.add_parser("quality-worker", help="VMAF/PSNR/SSIM → quality.results"
                    ).set_defaults(fn=cmd_quality)
     cw = sub.add_parser("cost-worker", help="cost and carbon → cost.results")
@@ -225,24 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     cw.set_defaults(fn=cmd_cost)
     sub.add_parser("trainer", help="dataset and models → model.updates"
                    ).set_defaults(fn=cmd_trainer)
-
-    r = sub.add_parser("runner", help="run an encoding matrix with ffmpeg → scenario.events")
-    r.add_argument("--codec", nargs="+", default=["libx264"])
-    r.add_argument("--preset", nargs="+", default=["veryfast"])
-    r.add_argument("--resolution", nargs="+", default=["1280x720"])
-    r.add_argument("--bitrate", nargs="*", type=float, default=[1500.0], help="kbit/s")
-    r.add_argument("--crf", nargs="*", type=float, default=[])
-    r.add_argument("--fps", type=float, default=25.0)
-    r.add_argument("--duration", type=float, default=5.0, help="seconds of content")
-    r.add_argument("--streams", nargs="+", type=int, default=[1])
-    r.add_argument("--repetitions", type=int, default=1)
-    r.add_argument("--source", help="input file (default: the bundled natural clip)")
-    r.add_argument("--lavfi", action="store_true", help="source is a lavfi pattern")
-    r.add_argument("--idle", type=float, default=5.0, help="idle baseline seconds first")
-    r.add_argument("--cooldown", type=float, default=0.0)
-    r.add_argument("--out-dir", default=os.path.join("joulestream-data", "encodes"))
-    r.add_argument("--run-id")
-    r.set_defaults(fn=cmd_runner)
 
     pb = sub.add_parser("publish", help="publish scenario events (JSON lines) from FILE or -")
     pb.add_argument("file")
