@@ -12,7 +12,7 @@ Zones in one message never overlap: the total of a sample is the plain sum of
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -28,6 +28,8 @@ class Zone(Event):
     """One measured or estimated energy domain of a host."""
 
     name: Name  # e.g. "package-0", "dram-0", "psys", "gpu-0", "plug:rack1", "cpu"
+    #: package/core/uncore/dram/psys: RAPL; gpu: NVML; wall: a smart plug (scope wall);
+    #: cpu_estimate: the CPU-time model
     kind: Literal["package", "core", "uncore", "dram", "psys", "gpu", "wall", "cpu_estimate"]
     source: SourceName
     basis: Basis
@@ -48,6 +50,10 @@ class Sample(Event):
     power_w: dict[Name, NonNegFloat] = Field(default_factory=dict)
     #: zones whose interval was long enough to hide more than one counter wrap
     wrap_ambiguous: list[Name] = Field(default_factory=list)
+    #: NVENC utilisation per GPU zone, percent of the driver's sampling period (NVML);
+    #: only GPUs that report it appear
+    encoder_util_pct: dict[Name, Annotated[float, Field(ge=0.0, le=100.0)]] = Field(
+        default_factory=dict)
 
 
 class PowerSamples(Event):

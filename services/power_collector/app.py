@@ -1,5 +1,14 @@
 """Power collector loop: sample on absolute deadlines, batch, publish to ``power.samples``.
 
+One process, one or two **streams**, each with its own ``run_id``, zones, sequence numbers
+and spool:
+
+* the *component* stream: RAPL (or the CPU-time estimate) plus NVML GPUs, read together on
+  each deadline; their zones do not overlap, so the host total is their sum;
+* the *wall* stream: a smart plug over MQTT, one sample per plug report.
+
+The energy worker keeps streams apart (a wall plug is never added to RAPL).
+
 Sampling and publishing are decoupled: the sampler never waits for the broker.  Batches go
 through a bounded spool; when the broker is unreachable they wait there (in order) and what
 exceeds the bound is counted in ``joulestream_power_collector_dropped_samples_total``.
@@ -13,76 +22,144 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from schemas.power_samples import TOPIC, PowerSamples, Sample
+from schemas.power_samples import TOPIC, PowerSamples, Sample, Zone
 from shared.httpserver import Health
-from shared.kafka import StopSignal, make_producer, with_retry
+from shared.kafka import StopSignal, make_producer
 from shared.settings import KafkaSettings
 
 from .config import CollectorConfig
 from .logic import Batcher
 from .metrics import CollectorMetrics
-from .sources import EstimateSource, RaplSource, open_source
+from .mqtt import MqttPlug
+from .sources import PolledSource, Reading, SourceUnavailable, open_component_sources
 
 log = logging.getLogger("power_collector")
 
 
+class Publisher:
+    """One Kafka producer shared by the streams of a collector, (re)started lazily so that
+    sampling starts even when the broker is not reachable yet."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
+        self.producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> None:
+        """Send and wait for the acknowledgement; raises KafkaError/OSError on failure."""
+        async with self._lock:
+            if self.producer is None:
+                p = make_producer(self.kafka)
+                try:
+                    await p.start()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await p.stop()
+                    raise
+                self.producer = p
+        await self.producer.send_and_wait(topic, value, key=key)
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            self.producer = None
+
+
 class Collector:
-    """Samples one source; ``batches`` holds PowerSamples waiting to be published."""
+    """One stream: samples of one source; ``spool`` holds PowerSamples waiting to be sent.
+
+    ``source`` is polled on deadlines by ``sample_loop``; a pushed source (the plug) calls
+    ``record`` instead and passes its ``zones``.  ``clock_ns`` gives the wall-clock
+    timestamp (UTC ns) of a sample; an argument so tests can drive time deterministically.
+    """
 
     def __init__(
         self,
-        source: RaplSource | EstimateSource,
+        source: PolledSource | None,
         host: str,
         interval_s: float,
         batch_max: int,
         batch_age_s: float,
         spool_max_samples: int,
         metrics: CollectorMetrics,
+        *,
+        zones: list[Zone] | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+        drain_timeout_s: float = 10.0,
     ) -> None:
         self.source = source
         self.host = host
         self.run_id = uuid.uuid4().hex[:16]
-        self.interval_ns = int(interval_s * 1e9)
-        self.zones = source.zones()
+        self.interval_ns = round(interval_s * 1e9)
+        if zones is None:
+            if source is None:
+                raise ValueError("a collector needs a source or zones")
+            zones = source.zones()
+        self.zones = zones
         self.batcher = Batcher(batch_max, int(batch_age_s * 1e9))
         self.spool: deque[PowerSamples] = deque()
         self.spool_samples = 0
         self.spool_max = spool_max_samples
         self.seq = 0
         self.metrics = metrics
+        self.clock_ns = clock_ns
+        self.drain_timeout_s = drain_timeout_s
         self.wakeup = asyncio.Event()
         self.sampling_done = False
-        for z in self.zones:
-            metrics.power.labels(host, z.name, z.source, z.basis)
-            metrics.energy.labels(host, z.name, z.source, z.basis)
+        # label children looked up once: the hot path only sets values
+        self._power = {z.name: metrics.power.labels(host, z.name, z.source, z.basis)
+                       for z in zones}
+        self._energy = {z.name: metrics.energy.labels(host, z.name, z.source, z.basis)
+                        for z in zones}
+        self._encoder: dict[str, Any] = {}
 
-    def sample_once(self, mono_ns: int) -> Sample:
-        r = self.source.read(mono_ns)
-        s = Sample(
-            seq=self.seq, ts_ns=time.time_ns(), mono_ns=mono_ns, energy_j=r.energy_j,
+    def record(self, r: Reading, mono_ns: int) -> Sample:
+        """Turn one reading into a sample, batch it and update the metrics.
+
+        The hot path: ``model_construct`` skips per-sample validation; the readings are
+        plain finite, non-negative floats by construction of the sources, and every batch is
+        validated once as a whole in ``flush_batch``."""
+        s = Sample.model_construct(
+            seq=self.seq, ts_ns=self.clock_ns(), mono_ns=mono_ns, energy_j=r.energy_j,
             power_w=r.power_w, wrap_ambiguous=r.wrap_ambiguous,
+            encoder_util_pct=r.encoder_util_pct,
         )
         self.seq += 1
-        for z in self.zones:
-            if z.name in r.power_w:
-                self.metrics.power.labels(self.host, z.name, z.source, z.basis).set(
-                    r.power_w[z.name])
-            if z.name in r.energy_j:
-                self.metrics.energy.labels(self.host, z.name, z.source, z.basis).set(
-                    r.energy_j[z.name])
+        for name, p in r.power_w.items():
+            self._power[name].set(p)
+        for name, j in r.energy_j.items():
+            self._energy[name].set(j)
+        for name, u in r.encoder_util_pct.items():
+            g = self._encoder.get(name)
+            if g is None:
+                g = self._encoder[name] = self.metrics.encoder.labels(self.host, name)
+            g.set(u / 100.0)
+        self.batcher.add(s, mono_ns)
+        if self.batcher.due(mono_ns):
+            self.flush_batch()
         return s
+
+    def sample_once(self, mono_ns: int) -> Sample:
+        """Read the polled source at ``mono_ns`` and record the sample."""
+        assert self.source is not None
+        return self.record(self.source.read(mono_ns), mono_ns)
 
     def flush_batch(self) -> None:
         samples = self.batcher.take()
         if not samples:
             return
-        msg = PowerSamples(host=self.host, run_id=self.run_id, zones=self.zones,
-                           samples=samples)  # type: ignore[arg-type]
+        # one validation per batch (schema rules: finite, ordered, declared zones)
+        msg = PowerSamples.model_validate({
+            "host": self.host, "run_id": self.run_id, "zones": self.zones,
+            "samples": [s.__dict__ for s in samples]})  # type: ignore[attr-defined]
         self.spool.append(msg)
         self.spool_samples += len(samples)
         # bounded spool: drop the oldest batches beyond the bound, counted, never silent
@@ -95,35 +172,45 @@ class Collector:
         self.wakeup.set()
 
     async def sample_loop(self, stop: StopSignal) -> None:
-        """Sample on absolute deadlines: drift-free, late ticks are counted, not bunched."""
-        next_ns = time.monotonic_ns()
-        while not stop.is_set():
-            now = time.monotonic_ns()
-            self.metrics.lag.set(max(0, now - next_ns) / 1e9)
-            try:
-                sample = self.sample_once(now)
-            except (OSError, ValueError) as e:  # a transient read failure skips one sample
-                self.metrics.read_errors.inc()
-                log.warning("sample failed: %s", e)
-            else:
-                self.batcher.add(sample, now)
-            if self.batcher.due(now):
-                self.flush_batch()
-            next_ns += self.interval_ns
-            now = time.monotonic_ns()
-            if next_ns < now:  # overran: skip missed deadlines
-                missed = (now - next_ns) // self.interval_ns + 1
-                self.metrics.missed.inc(missed)
-                next_ns += missed * self.interval_ns
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.event.wait(), (next_ns - now) / 1e9)
+        """Sample on absolute deadlines ``t0 + k·interval``: drift-free; a deadline that has
+        already passed when the loop gets to it is skipped and counted, not bunched."""
+        stop_wait = asyncio.ensure_future(stop.event.wait())
+        try:
+            next_ns = time.monotonic_ns()
+            while not stop.is_set():
+                now = time.monotonic_ns()
+                self.metrics.lag.set(max(0, now - next_ns) / 1e9)
+                try:
+                    self.sample_once(now)
+                except (OSError, ValueError) as e:  # a transient read failure skips one sample
+                    self.metrics.read_errors.inc()
+                    log.warning("sample failed: %s", e)
+                next_ns += self.interval_ns
+                now = time.monotonic_ns()
+                if next_ns <= now:  # overran: skip the deadlines already missed
+                    missed = (now - next_ns) // self.interval_ns + 1
+                    self.metrics.missed.inc(missed)
+                    next_ns += missed * self.interval_ns
+                await asyncio.wait((stop_wait,), timeout=(next_ns - now) / 1e9)
+        finally:
+            stop_wait.cancel()
+            self.finish()
+
+    def finish(self) -> None:
+        """No more samples: flush the last batch and let the publisher drain and stop."""
         self.flush_batch()
         self.sampling_done = True
         self.wakeup.set()
 
-    async def publish_loop(self, producer: AIOKafkaProducer, stop: StopSignal,
-                           health: Health, topic: str = TOPIC) -> None:
+    async def publish_loop(self, publisher: Publisher, health: Health,
+                           topic: str = TOPIC) -> None:
+        """Deliver spooled batches in order, retrying while the broker is unreachable.
+        After sampling ends it keeps trying for ``drain_timeout_s``, then reports what is
+        left unsent."""
+        drain_deadline: float | None = None
         while True:
+            if self.sampling_done and drain_deadline is None:
+                drain_deadline = time.monotonic() + self.drain_timeout_s
             if not self.spool:
                 if self.sampling_done:
                     return
@@ -133,11 +220,12 @@ class Collector:
                 continue
             msg = self.spool[0]
             try:
-                await producer.send_and_wait(topic, msg.to_bytes(), key=self.host.encode())
+                await publisher.send(topic, msg.to_bytes(), key=self.host.encode())
             except (KafkaError, OSError) as e:
                 health.set(False, f"broker unreachable: {e}")
-                if self.sampling_done:
-                    log.error("stopping with %d samples unsent", self.spool_samples)
+                if drain_deadline is not None and time.monotonic() > drain_deadline:
+                    log.error("stopping with %d samples unsent (broker unreachable)",
+                              self.spool_samples)
                     return
                 await asyncio.sleep(0.5)
                 continue
@@ -148,24 +236,89 @@ class Collector:
             health.set(True, "publishing")
 
 
+async def open_streams(
+    cfg: CollectorConfig, *, nvml: object | None = None,
+) -> tuple[PolledSource | None, MqttPlug | None, list[str]]:
+    """Open the sources ``cfg.source`` asks for (see docs/power.md): the polled component
+    source, the plug, and one line per decision.  An explicitly requested source that is
+    not available raises ``SourceUnavailable``."""
+    names = cfg.source_names
+    auto = not names
+    polled_names = [n for n in names if n != "mqtt"]
+    comp: PolledSource | None = None
+    why: list[str] = []
+    if auto or polled_names:
+        comp, why = open_component_sources(polled_names, cfg.powercap_root,
+                                           cfg.estimate_idle_w, cfg.estimate_max_w, nvml)
+    plug: MqttPlug | None = None
+    if "mqtt" in names or (auto and cfg.mqtt_host):
+        try:
+            plug = MqttPlug(cfg)
+            await plug.check()
+            why.append(f"mqtt plug {plug.zone} on {cfg.mqtt_host}:{cfg.mqtt_port} "
+                       f"({'requested' if not auto else 'auto: configured and reachable'})")
+        except SourceUnavailable as e:
+            if not auto:
+                if comp is not None:
+                    comp.close()
+                raise
+            plug = None
+            why.append(f"no mqtt plug (auto: {e})")
+    return comp, plug, why
+
+
 async def run_collector(
     cfg: CollectorConfig, kafka: KafkaSettings, registry: CollectorRegistry, health: Health,
-    stop: StopSignal, host: str,
-) -> Collector:
-    source, why = open_source(cfg.source, cfg.powercap_root, cfg.estimate_idle_w,
-                              cfg.estimate_max_w)
-    log.info("power source: %s", why)
+    stop: StopSignal, host: str, *, nvml: object | None = None,
+) -> list[Collector]:
+    """Run the collector until ``stop``; returns its streams (for inspection)."""
+    comp, plug, why = await open_streams(cfg, nvml=nvml)
+    for w in why:
+        log.info("power source: %s", w)
     metrics = CollectorMetrics(registry)
-    metrics.info.info({"source": source.name, "reason": why, "host": host})
-    col = Collector(source, host, cfg.interval_s, cfg.batch_max_samples, cfg.batch_max_age_s,
-                    cfg.spool_max_samples, metrics)
-    producer = make_producer(kafka)
-    if not await with_retry("producer start", producer.start, stop, health):
-        return col
-    health.set(True, f"sampling ({why})")
+    used = [s for s in (comp.name if comp else None, "mqtt_plug" if plug else None) if s]
+    metrics.info.info({"source": ",".join(used), "reason": "; ".join(why), "host": host})
+    publisher = Publisher(kafka)
+    topic = kafka.topic(TOPIC)
+    collectors: list[Collector] = []
+    tasks: list[asyncio.Task[Any]] = []
+    plug_task: asyncio.Task[None] | None = None
+    if comp is not None:
+        c = Collector(comp, host, cfg.interval_s, cfg.batch_max_samples, cfg.batch_max_age_s,
+                      cfg.spool_max_samples, metrics)
+        collectors.append(c)
+        tasks += [asyncio.ensure_future(c.sample_loop(stop)),
+                  asyncio.ensure_future(c.publish_loop(publisher, health, topic))]
+    if plug is not None:
+        # a plug reports every few seconds at most: each report is sent at once
+        pc = Collector(None, host, cfg.interval_s, 1, 0.0, cfg.spool_max_samples, metrics,
+                       zones=plug.zones())
+        collectors.append(pc)
+
+        def bad(reason: str) -> None:
+            metrics.read_errors.inc()
+            log.warning("mqtt plug: skipped message: %s", reason)
+
+        plug_task = asyncio.ensure_future(plug.run(pc.record, bad))
+        tasks.append(asyncio.ensure_future(pc.publish_loop(publisher, health, topic)))
+    health.set(True, "sampling (" + "; ".join(why) + ")")
     try:
-        await asyncio.gather(col.sample_loop(stop), col.publish_loop(producer, stop, health,
-                                                                   kafka.topic(TOPIC)))
+        if plug_task is not None:
+            await stop.event.wait()
+            plug_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await plug_task
+            collectors[-1].finish()
+        await asyncio.gather(*tasks)
     finally:
-        await producer.stop()
-    return col
+        for t in tasks:
+            t.cancel()
+        if plug_task is not None:
+            plug_task.cancel()
+        await publisher.close()
+        if comp is not None:
+            comp.close()
+    return collectors
+
+
+__all__ = ["Collector", "Publisher", "SourceUnavailable", "open_streams", "run_collector"]

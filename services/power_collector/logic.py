@@ -5,6 +5,9 @@ No I/O here: readings come in as plain numbers, with the clock as an argument.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 from dataclasses import dataclass, field
 
 
@@ -132,3 +135,217 @@ class Batcher:
     def take(self) -> list[object]:
         out, self.items, self.first_ns = self.items, [], None
         return out
+
+
+@dataclass
+class PowerIntegrator:
+    """Cumulative joules from instantaneous power readings (trapezoid rule).
+
+    Used where a device has no energy counter (older NVIDIA GPUs, plugs that report only
+    watts).  The first reading starts the integral at zero; a reading at the same or an
+    earlier monotonic time adds nothing.
+    """
+
+    energy_j: float = 0.0
+    last_power_w: float | None = None
+    last_mono_ns: int | None = None
+
+    def update(self, power_w: float, mono_ns: int) -> float:
+        if self.last_power_w is not None and self.last_mono_ns is not None:
+            dt_s = (mono_ns - self.last_mono_ns) / 1e9
+            if dt_s > 0:
+                self.energy_j += 0.5 * (self.last_power_w + power_w) * dt_s
+        self.last_power_w = power_w
+        self.last_mono_ns = mono_ns
+        return self.energy_j
+
+
+@dataclass
+class ResettableCounter:
+    """Cumulative joules from a device's monotonic energy counter that may restart at zero
+    (NVML's total-energy counter restarts when the driver reloads; a plug's ``Total`` when
+    it is reset).  A decrease is taken as a restart: the new value is energy since then."""
+
+    energy_j: float = 0.0
+    last_raw_j: float | None = None
+    resets: int = 0
+
+    def update(self, raw_j: float) -> float:
+        if self.last_raw_j is not None:
+            if raw_j >= self.last_raw_j:
+                self.energy_j += raw_j - self.last_raw_j
+            else:
+                self.energy_j += raw_j
+                self.resets += 1
+        self.last_raw_j = raw_j
+        return self.energy_j
+
+
+# ---- smart plugs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlugReading:
+    """One plug report: power in W and, when the plug has one, its energy counter in J."""
+
+    power_w: float | None
+    total_j: float | None
+
+
+class PlugPayloadError(ValueError):
+    """A plug message that is not in the configured form (it is skipped and counted)."""
+
+
+ENERGY_UNITS_J = {"J": 1.0, "Wh": 3600.0, "kWh": 3_600_000.0}
+
+
+def _number(v: object, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise PlugPayloadError(f"{what} is not a number: {v!r}")
+    f = float(v)
+    if not math.isfinite(f) or f < 0:
+        raise PlugPayloadError(f"{what} must be finite and >= 0, got {f}")
+    return f
+
+
+def _path(doc: object, path: str) -> object:
+    """Follow a dotted path (``ENERGY.Power``, ``params.switch:0.apower``) through dicts;
+    a numeric segment also indexes a list (Tasmota reports per-channel power as a list)."""
+    cur = doc
+    for part in path.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            raise KeyError(path)
+    return cur
+
+
+def _json(payload: bytes) -> object:
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PlugPayloadError(f"not JSON: {e}") from e
+
+
+def parse_tasmota(payload: bytes) -> PlugReading:
+    """Tasmota ``tele/<device>/SENSOR``: ``{"ENERGY": {"Total": kWh, "Power": W, ...}}``.
+
+    ``Total`` is the plug's own kWh counter (resolution set by Tasmota's ``EnergyRes``,
+    3 decimals = 1 Wh by default).  Messages without ENERGY (other sensors) are rejected."""
+    doc = _json(payload)
+    try:
+        energy = _path(doc, "ENERGY")
+    except KeyError as e:
+        raise PlugPayloadError("no ENERGY object (not a power-monitoring plug message)") from e
+    if not isinstance(energy, dict):
+        raise PlugPayloadError("ENERGY is not an object")
+    power = energy.get("Power")
+    if isinstance(power, list):  # multi-channel devices report one value per channel
+        power = sum(_number(p, "ENERGY.Power[]") for p in power)
+    p = _number(power, "ENERGY.Power") if power is not None else None
+    total = energy.get("Total")
+    t = _number(total, "ENERGY.Total") * ENERGY_UNITS_J["kWh"] if total is not None else None
+    if p is None and t is None:
+        raise PlugPayloadError("ENERGY has neither Power nor Total")
+    return PlugReading(p, t)
+
+
+def parse_shelly(payload: bytes, component: str = "switch:0") -> PlugReading | None:
+    """Shelly Gen2/Gen3 RPC notification on ``<prefix>/events/rpc``.
+
+    ``NotifyStatus`` carries changed fields only: ``params.<component>.apower`` (W) and/or
+    ``params.<component>.aenergy.total`` (Wh).  Returns None for notifications about other
+    components or methods (e.g. NotifyEvent), which are not errors."""
+    doc = _json(payload)
+    if not isinstance(doc, dict):
+        raise PlugPayloadError("not a JSON object")
+    if doc.get("method") not in ("NotifyStatus", "NotifyFullStatus"):
+        return None
+    params = doc.get("params")
+    comp = params.get(component) if isinstance(params, dict) else None
+    if not isinstance(comp, dict):
+        return None
+    p = _number(comp["apower"], "apower") if "apower" in comp else None
+    t = None
+    aenergy = comp.get("aenergy")
+    if isinstance(aenergy, dict) and "total" in aenergy:
+        t = _number(aenergy["total"], "aenergy.total") * ENERGY_UNITS_J["Wh"]
+    if p is None and t is None:
+        return None
+    return PlugReading(p, t)
+
+
+def parse_generic(payload: bytes, power_path: str | None, energy_path: str | None,
+                  energy_unit: str = "Wh") -> PlugReading:
+    """Any JSON plug: the configured dotted paths to power (W) and energy (``energy_unit``)."""
+    doc = _json(payload)
+    p = t = None
+    if power_path:
+        with contextlib.suppress(KeyError):
+            p = _number(_path(doc, power_path), power_path)
+    if energy_path:
+        with contextlib.suppress(KeyError):
+            t = _number(_path(doc, energy_path), energy_path) * ENERGY_UNITS_J[energy_unit]
+    if p is None and t is None:
+        raise PlugPayloadError(f"neither {power_path!r} nor {energy_path!r} in the message")
+    return PlugReading(p, t)
+
+
+@dataclass
+class PlugMeter:
+    """Cumulative wall joules from a plug's reports, disciplined by the plug's own counter.
+
+    The plug's energy counter is preferred: it integrates far more often than the plug
+    reports.  Each report carrying the counter anchors the cumulative value to
+    ``anchor + counter difference`` (a counter that goes backwards is a plug reset: the new
+    value is energy since then).  Between counter reports, or on plugs without a counter,
+    power is integrated (trapezoid; a report without power keeps the last power, as Shelly
+    sends changed fields only).  The output never decreases: if integrated power ran ahead
+    of the counter, the value holds until the counter catches up.  ``prefer_counter=False``
+    ignores the counter (for plugs whose counter is too coarse, e.g. Tasmota ``EnergyRes 3``
+    = 1 Wh steps).
+    """
+
+    prefer_counter: bool = True
+    energy_j: float = 0.0
+    anchor_j: float = 0.0  # the cumulative value the last counter reading stands for
+    last_total_j: float | None = None
+    last_power_w: float | None = None
+    last_mono_ns: int | None = None
+    counter_updates: int = 0
+    power_intervals: int = 0
+    resets: int = 0
+
+    def update(self, r: PlugReading, mono_ns: int) -> tuple[float, float | None]:
+        """Feed one report (monotonic receive time); returns (cumulative J, mean power over
+        the interval since the previous report, or None on the first)."""
+        last_ns = self.last_mono_ns
+        if last_ns is not None and mono_ns <= last_ns:
+            return self.energy_j, None  # out of order or duplicate: ignored
+        before = self.energy_j
+        total = r.total_j if self.prefer_counter else None
+        dt_s = (mono_ns - last_ns) / 1e9 if last_ns is not None else 0.0
+        if total is not None and self.last_total_j is not None:
+            if total >= self.last_total_j:
+                self.anchor_j += total - self.last_total_j
+            else:
+                self.anchor_j += total
+                self.resets += 1
+            self.energy_j = max(self.energy_j, self.anchor_j)
+            self.counter_updates += 1
+        elif last_ns is not None and (r.power_w is not None or self.last_power_w is not None):
+            p0 = self.last_power_w if self.last_power_w is not None else r.power_w
+            p1 = r.power_w if r.power_w is not None else self.last_power_w
+            assert p0 is not None and p1 is not None
+            self.energy_j += 0.5 * (p0 + p1) * dt_s
+            self.power_intervals += 1
+        if total is not None:
+            if self.last_total_j is None:
+                self.anchor_j = self.energy_j
+            self.last_total_j = total
+        if r.power_w is not None:
+            self.last_power_w = r.power_w
+        self.last_mono_ns = mono_ns
+        return self.energy_j, ((self.energy_j - before) / dt_s if dt_s > 0 else None)

@@ -64,5 +64,8 @@ class CollectorMetrics:
                                    "Samples skipped because a reading failed", registry=registry)
         self.published = Counter("joulestream_power_collector_published_samples_total",
                                  "Samples delivered to the broker", registry=registry)
-        self.info = Info("joulestream_power_collector_source", "The power source in use",
+        self.encoder = Gauge("joulestream_power_collector_encoder_utilization_ratio",
+                             "NVENC utilisation per GPU over NVML's sampling period (0-1)",
+                             ["host", "zone"], registry=registry)
+        self.info = Info("joulestream_power_collector_source", "The power sources in use and why",
                          registry=registry)

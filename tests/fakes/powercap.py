@@ -9,6 +9,7 @@ exposes package-0 a second time.  Counters wrap to 0 after ``max_energy_range_uj
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class FakePowercap:
         """Add energy to a zone's counter, wrapping as the kernel does."""
         z = self.zones[dirname]
         z.total_uj += joules * 1e6
-        z.energy_uj = int(round(z.energy_uj + joules * 1e6)) % (z.max_range_uj + 1)
+        z.energy_uj = round(z.energy_uj + joules * 1e6) % (z.max_range_uj + 1)
         self._write(z)
 
     def deny(self, dirname: str) -> None:
@@ -102,3 +103,59 @@ def intel_two_packages(root: Path, max_range_uj: int = 262_143_328_850) -> FakeP
     t.add("intel-rapl:2", "psys", max_range_uj)
     t.add("intel-rapl-mmio:0", "package-0", max_range_uj, control="intel-rapl-mmio")
     return t
+
+
+def amd_two_packages(root: Path, control: str = "intel-rapl",
+                     max_range_uj: int = 65_532_610_987) -> FakePowercap:
+    """AMD Zen: mainline kernels register AMD RAPL under the ``intel-rapl`` control type,
+    one ``package-N`` per socket with a ``core`` subzone; no dram, no psys.  The counter is
+    32 bits of 15.3 µJ units, so ``max_energy_range_uj`` is ~65.5 kJ (wraps in minutes).
+    ``control="amd-rapl"`` builds the same tree under an ``amd-rapl`` control type."""
+    t = FakePowercap(root)
+    for pkg in (0, 1):
+        t.add(f"{control}:{pkg}", f"package-{pkg}", max_range_uj, control=control)
+        t.add(f"{control}:{pkg}:0", "core", max_range_uj, control=control)
+    return t
+
+
+def psys_only(root: Path, max_range_uj: int = 262_143_328_850) -> FakePowercap:
+    """A laptop/client part whose firmware exposes only the platform (psys) domain."""
+    t = FakePowercap(root)
+    t.add("intel-rapl:0", "psys", max_range_uj)
+    return t
+
+
+@dataclass
+class PowerProfile:
+    """Piecewise-linear power over time: ``points`` are (t_s, power_w), sorted by time; two
+    points at the same time make a step.  Constant before the first and after the last."""
+
+    points: list[tuple[float, float]]
+
+    def energy_j(self, t0: float, t1: float) -> float:
+        """Exact integral of the profile over [t0, t1] (joules)."""
+        if t1 <= t0:
+            return 0.0
+        pts = self.points
+        total = 0.0
+        if t0 < pts[0][0]:
+            total += pts[0][1] * (min(t1, pts[0][0]) - t0)
+        if t1 > pts[-1][0]:
+            total += pts[-1][1] * (t1 - max(t0, pts[-1][0]))
+        for (ta, pa), (tb, pb) in itertools.pairwise(pts):
+            a, b = max(t0, ta), min(t1, tb)
+            if b <= a or tb == ta:
+                continue
+            slope = (pb - pa) / (tb - ta)
+            total += (pa + slope * (a - ta) + pa + slope * (b - ta)) / 2 * (b - a)
+        return total
+
+
+def drive(tree: FakePowercap, profiles: dict[str, PowerProfile], t0: float, t1: float,
+          mirrors: dict[str, str] | None = None) -> None:
+    """Advance each zone's counter by its profile's exact energy over [t0, t1]; a zone in
+    ``mirrors`` (e.g. the mmio duplicate) receives the same energy as the zone it mirrors."""
+    for dirname, prof in profiles.items():
+        tree.spend(dirname, prof.energy_j(t0, t1))
+    for dup, orig in (mirrors or {}).items():
+        tree.spend(dup, profiles[orig].energy_j(t0, t1))
