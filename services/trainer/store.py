@@ -1,8 +1,17 @@
 """Dataset store: one row per scenario, its parts upserted as they arrive (SQLite).
 
+Pipeline rows hold the three topic payloads (``scenario.energy``, ``quality.results``,
+``cost.results``) as received; imported rows hold a ready :class:`DatasetRecord`.  Every
+write is an upsert by scenario id, so replays and re-imports change nothing.
+
 A row is *complete* when it has energy whose window was fully covered by samples and a
-quality score; only complete rows are ever trained on.  Because energy arrives as part of
-``scenario.energy`` (the join's own output), a training row without power data cannot exist.
+quality score; only complete rows are ever trained on.  Because pipeline energy arrives as
+``scenario.energy`` (the join's own output), a training row without power data cannot
+exist - the failure of the previous project.
+
+Training uses *snapshots*: the ordered set of complete records at one moment, identified
+by the SHA-256 of their content.  Each snapshot is recorded (id, time, scenario ids) so a
+model's metadata names exactly the data it was fitted on.
 """
 
 from __future__ import annotations
@@ -11,13 +20,14 @@ import hashlib
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from schemas.cost_results import CostResult
 from schemas.quality_results import QualityResult
 from schemas.scenario_energy import ScenarioEnergy
+
+from .records import DatasetRecord, from_pipeline, state_of
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -28,6 +38,12 @@ CREATE TABLE IF NOT EXISTS records (
     cost_json TEXT,
     updated_ns INTEGER
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    snapshot_id TEXT PRIMARY KEY,
+    created_ns INTEGER,
+    n_records INTEGER,
+    scenario_ids_json TEXT
+);
 """
 
 
@@ -37,6 +53,18 @@ class StoreStatus:
     waiting: int
     incomplete: int
     reasons: dict[str, int]
+    by_origin: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"complete": self.complete, "waiting": self.waiting,
+                "incomplete": self.incomplete, "reasons": self.reasons,
+                "by_origin": self.by_origin}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    snapshot_id: str  # 16 hex chars of the SHA-256 of the records' content
+    records: list[DatasetRecord]
 
 
 class DatasetStore:
@@ -47,12 +75,16 @@ class DatasetStore:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(records)")}
+        if "record_json" not in cols:  # stores written before imports existed
+            self._db.execute("ALTER TABLE records ADD COLUMN record_json TEXT")
+            self._db.commit()
 
     def close(self) -> None:
         self._db.close()
 
     def _upsert(self, sid: str, host: str, column: str, payload: str, now_ns: int) -> None:
-        assert column in ("energy_json", "quality_json", "cost_json")
+        assert column in ("energy_json", "quality_json", "cost_json", "record_json")
         with self._lock, self._db:
             self._db.execute(
                 f"INSERT INTO records (scenario_id, host, {column}, updated_ns) VALUES (?,?,?,?) "
@@ -70,52 +102,79 @@ class DatasetStore:
     def put_cost(self, c: CostResult, now_ns: int = 0) -> None:
         self._upsert(c.scenario_id, c.host, "cost_json", c.model_dump_json(), now_ns)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def put_record(self, r: DatasetRecord, now_ns: int = 0) -> None:
+        """Upsert an imported record (replaces an earlier import of the same id)."""
+        self._upsert(r.scenario_id, r.host, "record_json", r.model_dump_json(), now_ns)
+
+    def get_record(self, scenario_id: str) -> DatasetRecord | None:
+        for sid, rec, _state, _why in self.entries():
+            if sid == scenario_id:
+                return rec
+        return None
+
+    def entries(self) -> list[tuple[str, DatasetRecord | None, str, str]]:
+        """Every row as (scenario_id, record or None, state, reason), by scenario id."""
         with self._lock:
             cur = self._db.execute(
-                "SELECT scenario_id, energy_json, quality_json, cost_json FROM records "
-                "ORDER BY scenario_id")
-            out = []
-            for sid, e, q, c in cur.fetchall():
-                out.append({
-                    "scenario_id": sid,
-                    "energy": ScenarioEnergy.model_validate_json(e) if e else None,
-                    "quality": QualityResult.model_validate_json(q) if q else None,
-                    "cost": CostResult.model_validate_json(c) if c else None,
-                })
-            return out
-
-    @staticmethod
-    def state_of(row: dict[str, Any]) -> tuple[str, str]:
-        """('complete'|'waiting'|'incomplete', reason)."""
-        e: ScenarioEnergy | None = row["energy"]
-        if e is not None and e.settings.is_idle:
-            return "incomplete", "idle baseline (not an encode)"
-        if e is not None and not e.complete:
-            return "incomplete", f"energy window only {e.coverage:.0%} covered by samples"
-        if e is None:
-            return "waiting", "waiting for energy"
-        if row["quality"] is None:
-            return "waiting", "waiting for quality"
-        return "complete", "complete"
+                "SELECT scenario_id, energy_json, quality_json, cost_json, record_json "
+                "FROM records ORDER BY scenario_id")
+            raw = cur.fetchall()
+        out = []
+        for sid, e, q, c, r in raw:
+            if r:
+                rec: DatasetRecord | None = DatasetRecord.model_validate_json(r)
+                # a pipeline part arriving later for an imported id completes it
+                if rec is not None and rec.vmaf is None and q:
+                    qr = QualityResult.model_validate_json(q)
+                    rec = rec.model_copy(update={"vmaf": qr.vmaf, "vmaf_model": qr.vmaf_model})
+            else:
+                rec = from_pipeline(
+                    ScenarioEnergy.model_validate_json(e) if e else None,
+                    QualityResult.model_validate_json(q) if q else None,
+                    CostResult.model_validate_json(c) if c else None)
+            state, why = state_of(rec)
+            out.append((sid, rec, state, why))
+        return out
 
     def status(self) -> StoreStatus:
         counts = {"complete": 0, "waiting": 0, "incomplete": 0}
         reasons: dict[str, int] = {}
-        for r in self.rows():
-            state, why = self.state_of(r)
+        origins: dict[str, int] = {}
+        for _sid, rec, state, why in self.entries():
             counts[state] += 1
             if state != "complete":
                 reasons[why] = reasons.get(why, 0) + 1
-        return StoreStatus(counts["complete"], counts["waiting"], counts["incomplete"], reasons)
+            o = rec.origin if rec else "pipeline"
+            origins[o] = origins.get(o, 0) + 1
+        return StoreStatus(counts["complete"], counts["waiting"], counts["incomplete"],
+                           reasons, origins)
 
-    def complete_rows(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows() if self.state_of(r)[0] == "complete"]
+    def complete_records(self) -> list[DatasetRecord]:
+        return [rec for _s, rec, state, _w in self.entries()
+                if state == "complete" and rec is not None]
 
-    @staticmethod
-    def snapshot_hash(rows: list[dict[str, Any]]) -> str:
-        h = hashlib.sha256()
-        for r in rows:
-            h.update(json.dumps({k: (v.model_dump(mode="json") if v is not None and k != "scenario_id"
-                                     else v) for k, v in r.items()}, sort_keys=True).encode())
-        return h.hexdigest()[:16]
+    def snapshot(self, now_ns: int = 0) -> Snapshot:
+        """Freeze the complete records; the id is recorded so models can cite it."""
+        recs = self.complete_records()
+        sid = snapshot_hash(recs)
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO snapshots VALUES (?,?,?,?)",
+                (sid, now_ns, len(recs), json.dumps([r.scenario_id for r in recs])))
+        return Snapshot(sid, recs)
+
+    def snapshots(self) -> list[dict[str, object]]:
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT snapshot_id, created_ns, n_records FROM snapshots ORDER BY created_ns")
+            return [{"snapshot_id": a, "created_ns": b, "n_records": c}
+                    for a, b, c in cur.fetchall()]
+
+
+def snapshot_hash(records: list[DatasetRecord]) -> str:
+    """Content hash of an ordered record set (16 hex chars of SHA-256)."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.scenario_id):
+        h.update(r.model_dump_json().encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
