@@ -118,3 +118,26 @@ async def test_estimated_energy_flows_through_with_its_label(kafka: KafkaSetting
     assert reg.get_sample_value(
         "joulestream_cost_worker_quality_weighted_pixels_per_joule_sum", labels) == \
         pytest.approx(640 * 360 * 50 * 0.9 / 7200)
+
+
+async def test_tco_reads_measured_scenarios_from_kafka(kafka: KafkaSettings,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.cost_worker.cli import measurements_from_kafka
+
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        for sid, j in (("k1", 100.0), ("k2", 300.0), ("k1", 100.0)):  # k1 replayed
+            await producer.send_and_wait(kafka.topic(scenario_energy.TOPIC),
+                                         estimated(sid, j).to_bytes(), key=sid.encode())
+        idle = estimated("idle1", 5.0).model_copy(update={
+            "settings": EncodeSettings(codec="idle", duration_s=2)})
+        await producer.send_and_wait(kafka.topic(scenario_energy.TOPIC), idle.to_bytes(),
+                                     key=b"idle1")
+    finally:
+        await producer.stop()
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", kafka.topic_prefix)
+    ms = await measurements_from_kafka(timeout_s=60)
+    assert sorted((m.scenario_id, m.energy_j, m.basis) for m in ms) == [
+        ("k1", 100.0, "estimated"), ("k2", 300.0, "estimated")]

@@ -82,7 +82,7 @@ async def measurements_from_kafka(timeout_s: float = 60.0) -> list[Measurement]:
         end = await c.end_offsets(parts)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while any(await c.position(tp) < end[tp] for tp in parts):
+        while [tp for tp in parts if await c.position(tp) < end[tp]]:
             if loop.time() > deadline:
                 raise TimeoutError(f"reading {topic} took longer than {timeout_s} s")
             for recs in (await c.getmany(timeout_ms=500)).values():
