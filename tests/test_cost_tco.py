@@ -132,10 +132,11 @@ def test_ladder_errors(tmp_path: Path, doc: dict[str, Any], fragment: str) -> No
 
 
 def energy_record(sid: str, preset: str, kbps: float, energy_j: float,
-                  basis: str = "estimated") -> ScenarioEnergy:
+                  basis: str = "estimated", width: int = 640, height: int = 360
+                  ) -> ScenarioEnergy:
     return ScenarioEnergy(
         scenario_id=sid, host="h", settings=EncodeSettings(
-            codec="libx264", preset=preset, width=640, height=360, bitrate_kbps=kbps,
+            codec="libx264", preset=preset, width=width, height=height, bitrate_kbps=kbps,
             duration_s=2, fps=25),
         start_ns=T0, end_ns=T0 + 2 * 10**9, wall_s=2, energy_j=energy_j,
         zones_j={"cpu": energy_j}, basis=basis, sources=["estimate"], scope="component",
@@ -145,7 +146,8 @@ def energy_record(sid: str, preset: str, kbps: float, energy_j: float,
 
 def test_cli_from_report_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # a report.json in the format the demo writes (rows from services.report)
-    recs = [energy_record("r1", "veryfast", 400, 30.0), energy_record("r2", "veryfast", 1500, 50.0)]
+    recs = [energy_record("r1", "veryfast", 400, 30.0),
+            energy_record("r2", "veryfast", 1500, 50.0, width=1280, height=720)]
     rows = report_rows({e.scenario_id: e for e in recs}, {}, {}, ["r1", "r2"])
     (tmp_path / "report.json").write_text(json.dumps({"scenarios": rows}))
     assert [x.scenario_id for x in measurements_from_report(str(tmp_path / "report.json"))] == \
@@ -169,4 +171,4 @@ def test_cli_from_report_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # a rung nothing measured: a clear error and exit status 2
     (tmp_path / "report.json").write_text(json.dumps({"scenarios": rows[:1]}))
     assert args.fn(args) == 2
-    assert "360p-1500k" in capsys.readouterr().err
+    assert "720p-1500k" in capsys.readouterr().err
