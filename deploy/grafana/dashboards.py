@@ -26,9 +26,8 @@ SCHEMA_VERSION = 39
 # template variables: name -> (label, label_values() query)
 VARIABLES: dict[str, tuple[str, str]] = {
     "host": ("Host", "label_values(joulestream_power_watts, host)"),
-    "codec": ("Codec", 'label_values(joulestream_energy_worker_scenario_energy_joules_count'
-                       '{codec!="idle"}, codec)'),
-    "preset": ("Preset", "label_values(joulestream_quality_worker_vmaf_count, preset)"),
+    "codec": ("Codec", "label_values(joulestream_cost_worker_scenario_cost_count, codec)"),
+    "preset": ("Preset", "label_values(joulestream_cost_worker_scenario_cost_count, preset)"),
     "service": ("Service", 'label_values(up{stack="joulestream"}, job)'),
 }
 
@@ -185,60 +184,91 @@ def scenarios() -> tuple[str, str, list[Panel | Text]]:
 
 def quality() -> tuple[str, str, list[Panel | Text]]:
     v = "joulestream_quality_worker_vmaf"
-    e = "joulestream_energy_worker_scenario_energy_joules"
+    k = "joulestream_cost_worker_vmaf_per_kilojoule"
     s = '{codec=~"$codec", preset=~"$preset"}'
-    c = '{codec=~"$codec", codec!="idle"}'
     return "joulestream-quality", "joulestream · Quality", [
         _bars("Mean VMAF by codec and preset", [
             (f"sum by (codec, preset) ({v}_sum{s}) / sum by (codec, preset) ({v}_count{s})",
              "{{codec}} {{preset}}")], "short", defaults={"min": 0, "max": 100}),
-        _bars("VMAF per kJ by codec", [
-            (f"(sum by (codec) ({v}_sum{c}) / sum by (codec) ({v}_count{c})) / "
-             f"(sum by (codec) ({e}_sum{c}) / sum by (codec) ({e}_count{c}) / 1000)",
-             "{{codec}}")], "short",
-              description="Quality per energy: mean VMAF divided by mean energy per scenario "
-              "(kJ), per codec (a ratio of means). Shown instead of VMAF per watt, which "
-              "ignores how long an encode runs; per-preset efficiency needs a preset label on "
-              "the energy histogram."),
+        _bars("Mean VMAF NEG by codec and preset", [
+            (f"sum by (codec, preset) ({v}_neg_sum{s}) / sum by (codec, preset) "
+             f"({v}_neg_count{s})", "{{codec}} {{preset}}")], "short",
+              defaults={"min": 0, "max": 100},
+              description="VMAF NEG (no enhancement gain): the score to trust when "
+              "sharpening or other enhancement may be inflating VMAF."),
+        _bars("Quality per energy: VMAF per kJ", [
+            (f"sum by (codec, preset, resolution, basis) ({k}_sum{s}) / "
+             f"sum by (codec, preset, resolution, basis) ({k}_count{s})",
+             "{{codec}} {{preset}} {{resolution}} · {{basis}}")], "short", width=24,
+              description="Mean of VMAF ÷ kJ per encode (computed by the cost worker once "
+              "both the energy and the quality of a scenario are known). Shown instead of "
+              "VMAF per watt, which ignores how long an encode runs. basis: measured or "
+              "estimated energy."),
         _bars("VMAF distribution", [(f"sum by (le) ({v}_bucket{s})", "≤ {{le}}")], "short",
               fmt="heatmap", description="Cumulative count of encodes at or below each VMAF."),
         Panel("Scoring time per encode", _quantiles("joulestream_quality_worker_compute_seconds"),
               "s"),
+        Panel("Scoring speed (frames per second, per job)",
+              _quantiles("joulestream_quality_worker_scoring_frames_per_second"), "short"),
         Panel("Frames scored per second", [
             ("sum(rate(joulestream_quality_worker_frames_scored_total[$__rate_interval]))",
              "frames/s")], "short"),
-        _stat("Jobs in flight", [("sum(joulestream_quality_worker_jobs_in_flight)", "running")]),
+        _stat("Scoring jobs", [("sum(joulestream_quality_worker_jobs_in_flight)", "running"),
+                               ("sum(joulestream_quality_worker_jobs_queued)", "queued"),
+                               ("sum(joulestream_quality_worker_jobs_total)", "started")],
+              width=12),
         _stat("Scoring failures by reason", [
             ("sum by (reason) (joulestream_quality_worker_failures_total)", "{{reason}}")],
-              width=18, description="Each failure is also a dead letter with its reason."),
+              width=12, description="Each failure is also a dead letter with its reason."),
         Text("Not shown yet", "PSNR and SSIM are in the `quality.results` records and the "
-             "report, but only VMAF is exported as a Prometheus metric. See docs/deploy.md."),
+             "report, but only VMAF and VMAF NEG are exported as Prometheus metrics. See "
+             "docs/deploy.md.", width=12),
     ]
 
 
 def cost() -> tuple[str, str, list[Panel | Text]]:
-    m = "joulestream_cost_worker_scenario_cost"
-    g = "joulestream_cost_worker_carbon_grams_total"
-    c = '{codec=~"$codec"}'
+    p = "joulestream_cost_worker"
+    m = f"{p}_scenario_cost"
+    g = f"{p}_carbon_grams_total"
+    s = '{codec=~"$codec", preset=~"$preset"}'
+    by = "codec, preset, resolution, basis"
+    lg = "{{codec}} {{preset}} {{resolution}} · {{basis}}"
+
+    def mean(metric: str, extra: str = "") -> str:
+        grp = f"{by}{extra}"
+        return f"sum by ({grp}) ({metric}_sum{s}) / sum by ({grp}) ({metric}_count{s})"
+
     return "joulestream-cost", "joulestream · Cost & carbon", [
-        _bars("Mean cost per scenario (price-book currency)", [
-            (f"sum by (codec, basis) ({m}_sum{c}) / sum by (codec, basis) ({m}_count{c})",
-             "{{codec}} · {{basis}} energy")], "short", defaults={"decimals": 6},
+        _bars("Mean cost per scenario", [(mean(m, ", currency"), lg + " ({{currency}})")],
+              "short", defaults={"decimals": 6},
               description="Energy cost plus compute cost per scenario, in the price book's "
-              "currency; basis says whether the energy was measured or estimated."),
+              "currency (label currency); basis says whether the energy was measured or "
+              "estimated."),
+        _bars("Mean cost per megapixel", [(mean(f"{p}_cost_per_megapixel", ", currency"),
+                                           lg + " ({{currency}})")], "short",
+              defaults={"decimals": 9}),
+        _bars("Mean cost per viewer watch-hour", [(mean(f"{p}_cost_per_viewer_hour",
+                                                        ", currency"), lg + " ({{currency}})")],
+              "short", defaults={"decimals": 6},
+              description="Encode share plus delivery per viewer-hour (price book audience "
+              "assumptions)."),
         _stat("Total cost of priced scenarios", [
-            (f"sum by (basis) ({m}_sum{c})", "{{basis}} energy")], width=12,
-              defaults={"decimals": 6}),
-        _bars("Carbon by codec (gCO2e)", [
-            (f"sum by (codec, basis) ({g}{c})", "{{codec}} · {{basis}} energy")], "massg"),
+            (f"sum by (currency, basis) ({m}_sum{s})", "{{currency}} · {{basis}} energy")],
+              width=12, defaults={"decimals": 6}),
+        _bars("Carbon (gCO2e)", [(f"sum by ({by}) ({g}{s})", lg)], "massg"),
+        _bars("Billed energy (kWh, × wall factor × PUE)", [
+            (f"sum by ({by}) ({p}_billed_energy_kwh_total{s})", lg)], "kwatth"),
         Panel("Carbon per hour", [
-            (f"sum by (codec) (rate({g}{c}[$__rate_interval])) * 3600", "{{codec}}")], "massg"),
+            (f"sum by (codec, preset) (rate({g}{s}[$__rate_interval])) * 3600",
+             "{{codec}} {{preset}}")], "massg"),
+        _bars("Pixels per joule", [(mean(f"{p}_pixels_per_joule"), lg)], "short"),
+        _bars("Quality-weighted pixels per joule", [
+            (mean(f"{p}_quality_weighted_pixels_per_joule"), lg)], "short",
+              description="Pixels × VMAF/100 per joule: efficiency that does not reward "
+              "cheap, bad encodes."),
         Panel("Scenarios priced per minute", [
-            (f"sum by (codec) (rate({m}_count{c}[$__rate_interval])) * 60", "{{codec}}")]),
-        _bars("Cost per scenario: distribution", [(f"sum by (le) ({m}_bucket{c})", "≤ {{le}}")],
-              fmt="heatmap"),
-        Text("Not shown yet", "Cost per megapixel and per content hour, and the energy/compute "
-             "split, are in the `cost.results` records but not exported as metrics yet."),
+            (f"sum by (codec, preset) (rate({m}_count{s}[$__rate_interval])) * 60",
+             "{{codec}} {{preset}}")]),
     ]
 
 
@@ -251,15 +281,24 @@ def models() -> tuple[str, str, list[Panel | Text]]:
               "target's own unit (see model.updates)."),
         _bars("Grouped-CV mean absolute % error per target", [
             (f"{t}_model_cv_mape_ratio", "{{target}}")], "percentunit"),
+        _bars("Prediction-interval coverage per target", [
+            (f"{t}_model_interval_coverage_ratio", "{{target}}")], "percentunit",
+              defaults={"min": 0, "max": 1},
+              description="Share of held-out records inside the model's prediction interval."),
+        _bars("Drift: error on records not trained on", [
+            (f"{t}_model_drift_mape_ratio", "{{target}}")], "percentunit",
+              description="MAPE of the current model on complete records that arrived after "
+              "it was trained; rising drift means retrain (or the hardware changed)."),
         Panel("Dataset records by state", [(f"{t}_dataset_records", "{{state}}")], "short",
               description="complete: energy, quality and cost joined; waiting: parts still "
               "missing; incomplete: energy was not fully covered by samples."),
         _stat("Last training", [(f"{t}_last_training_timestamp_seconds * 1000 > 0", "trained")],
               "dateTimeFromNow"),
+        _stat("Trainings by outcome", [
+            (f"sum by (outcome, trigger) ({t}_trainings_total)", "{{outcome}} · {{trigger}}")]),
         _stat("Model updates published", [
-            (f'sum({t}_messages_produced_total{{topic="model.updates"}})', "model.updates")]),
-        Text("Not shown yet", "The baseline model's error (ridge) and the dataset hash are in "
-             "the `model.updates` records, not in metrics.", width=12, height=5),
+            (f'sum({t}_messages_produced_total{{topic="model.updates"}})', "model.updates")],
+              width=12),
     ]
 
 
