@@ -207,8 +207,8 @@ def encode_command(
 
     ``-progress pipe:1`` reports frames on stdout; audio is dropped (video energy only).
     ``realtime`` (or ``s.realtime``) reads the input at its native rate (``-re``), so the
-    encode runs at 1x speed like a live encoder; ``loop`` repeats a file input so a clip
-    shorter than ``duration_s`` still feeds the whole window.
+    encode runs at 1x speed like a live encoder (ffmpeg reads ~0.5 s ahead at the start);
+    ``loop`` repeats a file input so a clip shorter than ``duration_s`` feeds the window.
     """
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-nostats",
            "-progress", "pipe:1"]
