@@ -364,41 +364,79 @@ class WindowEnergy:
     query: str
 
 
+def _coverage(ts_pts: list[tuple[float, float]] | None, pts: list[tuple[float, float]],
+              start_s: float, end_s: float, step_s: float) -> tuple[float, bool] | None:
+    """(coverage, complete) of one zone, or None when no real sample lies in the window.
+
+    ``ts_pts`` are the query_range points of ``timestamp(metric)``: the time of the real
+    sample behind each step point.  Prometheus repeats the last sample for up to 5 minutes
+    (lookback), so presence of points alone would call a window whose data stopped
+    "covered"; the real sample times show where the data really ends."""
+    expected = math.floor((end_s - start_s) / step_s + 1e-9) + 1
+    if ts_pts is None:
+        c = len(pts) / expected if expected else 0.0
+        return (c, c >= 0.999) if pts else None
+    real = sorted({ts for _t, ts in ts_pts})
+    if not real or real[-1] < start_s - 1e-6:
+        return None  # only stale repeats of a sample from before the window
+    spacing = sorted(b - a for a, b in itertools.pairwise(real)) or [step_s]
+    max_age = max(15.0, 3 * spacing[len(spacing) // 2])
+    first, last = real[0], real[-1]
+    lo = start_s if first <= start_s + max_age else first
+    hi = end_s if end_s - last <= max_age else last
+    if hi <= lo:
+        return None  # the data stops at (or before) the window's start
+    wall = max(end_s - start_s, 1e-9)
+    cov = min(1.0, (hi - lo) / wall)
+    return cov, lo == start_s and hi == end_s
+
+
 def energy_from_counter_series(series: dict[str, list[tuple[float, float]]], start_s: float,
-                               end_s: float, step_s: float) -> WindowEnergy | None:
+                               end_s: float, step_s: float,
+                               sample_ts: dict[str, list[tuple[float, float]]] | None = None,
+                               ) -> WindowEnergy | None:
     """Energy over [start, end] from query_range results of a cumulative joule counter,
     one series per zone.  Increments are summed with Prometheus' counter-reset rule (a
-    drop means the counter restarted from 0).  Pure."""
-    if not series:
-        return None
-    expected = math.floor((end_s - start_s) / step_s + 1e-9) + 1
+    drop means the counter restarted from 0).  ``sample_ts`` (query_range of
+    ``timestamp(...)``) tells real samples from lookback repeats.  Pure."""
     zones: dict[str, float] = {}
-    cov = 1.0
+    cov, complete = 1.0, True
     for zone, pts in series.items():
         pts = sorted(p for p in pts if start_s - 1e-6 <= p[0] <= end_s + 1e-6)
-        e = 0.0
-        for (_, a), (_, b) in itertools.pairwise(pts):
-            e += b - a if b >= a else b
-        zones[zone] = e
-        cov = min(cov, len(pts) / expected if expected else 0.0)
-    return WindowEnergy(sum(zones.values()), zones, cov, cov >= 0.999,
+        c = _coverage(sample_ts.get(zone, []) if sample_ts is not None else None, pts,
+                      start_s, end_s, step_s)
+        if c is None:
+            continue
+        zones[zone] = sum(b - a if b >= a else b for (_, a), (_, b) in itertools.pairwise(pts))
+        cov, complete = min(cov, c[0]), complete and c[1]
+    if not zones:
+        return None
+    return WindowEnergy(sum(zones.values()), zones, cov, complete,
                         f"prometheus:{ENERGY_METRIC}", "")
 
 
 def energy_from_power_series(series: dict[str, list[tuple[float, float]]], start_s: float,
-                             end_s: float, step_s: float) -> WindowEnergy | None:
+                             end_s: float, step_s: float,
+                             sample_ts: dict[str, list[tuple[float, float]]] | None = None,
+                             ) -> WindowEnergy | None:
     """Fallback when the exporter had no energy counter: trapezoid over the power gauge."""
     if not series:
         return None
-    expected = math.floor((end_s - start_s) / step_s + 1e-9) + 1
     zones: dict[str, float] = {}
     cov = 1.0
+    complete = True
     for zone, pts in series.items():
         pts = sorted(p for p in pts if start_s - 1e-6 <= p[0] <= end_s + 1e-6)
+        c = _coverage(sample_ts.get(zone, []) if sample_ts is not None else None, pts,
+                      start_s, end_s, step_s)
+        if c is None:
+            continue
         zones[zone] = sum((t2 - t1) * (a + b) / 2 for (t1, a), (t2, b)
                           in itertools.pairwise(pts))
-        cov = min(cov, len(pts) / expected if expected else 0.0)
-    return WindowEnergy(sum(zones.values()), zones, cov, cov >= 0.999,
+        cov, complete = min(cov, c[0]), complete and c[1]
+    if not zones:
+        return None
+    return WindowEnergy(sum(zones.values()), zones, cov, complete,
                         f"prometheus:{POWER_METRIC} (integrated)", "")
 
 
@@ -432,18 +470,22 @@ class PromClient:
         return out
 
     def window_energy(self, start_s: float, end_s: float) -> WindowEnergy | None:
+        """Package energy over the window: the joule counter if the exporter had one,
+        else the integrated power gauge (the later Go exporter exported only watts)."""
         step = step_for(end_s - start_s)
         sel = PACKAGE_ZONES + (f",{self.selector}" if self.selector else "")
-        q = f"{ENERGY_METRIC}{{{sel}}}"
-        we = energy_from_counter_series(self.query_range(q, start_s, end_s, step),
-                                        start_s, end_s, step)
-        if we is None:
-            q = f"{POWER_METRIC}{{{sel}}}"
-            we = energy_from_power_series(self.query_range(q, start_s, end_s, step),
-                                          start_s, end_s, step)
-        if we is None:
-            return None
-        return WindowEnergy(we.energy_j, we.zones_j, we.coverage, we.complete, we.source, q)
+        for metric, fn in ((ENERGY_METRIC, energy_from_counter_series),
+                           (POWER_METRIC, energy_from_power_series)):
+            q = f"{metric}{{{sel}}}"
+            series = self.query_range(q, start_s, end_s, step)
+            if not series:
+                continue
+            ts = self.query_range(f"timestamp({q})", start_s, end_s, step)
+            we = fn(series, start_s, end_s, step, ts)
+            if we is not None:
+                return WindowEnergy(we.energy_j, we.zones_j, we.coverage, we.complete,
+                                    we.source, q)
+        return None
 
 
 def step_for(window_s: float) -> float:
