@@ -68,6 +68,10 @@ class _RaplZone:
     in_total: bool
     tracker: CounterTracker
     last_j: float | None = None
+    fspath: str = ""
+
+    def __post_init__(self) -> None:
+        self.fspath = str(self.path)
 
 
 _ZONE_DIR = re.compile(r"^(intel-rapl|intel-rapl-mmio|amd-rapl)((?::\d+)+)$")
@@ -182,9 +186,12 @@ class RaplSource:
         last = self._last_mono
         dt = (mono_ns - last) / 1e9 if last is not None and mono_ns > last else None
         for z in self._zones:
-            try:
-                with open(z.path, "rb") as f:
-                    raw = int(f.read())
+            try:  # os-level calls: a third of the cost of open(); sysfs reads are atomic
+                fd = os.open(z.fspath, os.O_RDONLY)
+                try:
+                    raw = int(os.read(fd, 64))
+                finally:
+                    os.close(fd)
             except PermissionError as e:
                 raise SourceUnavailable(f"cannot read {z.path}: {PERMISSION_HINT}") from e
             j, amb = z.tracker.update(raw, mono_ns)
