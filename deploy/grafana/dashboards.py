@@ -175,10 +175,11 @@ def scenarios() -> tuple[str, str, list[Panel | Text]]:
             (f"sum by (le) ({m}_bucket{c})", "≤ {{le}} J")], "short", width=24,
               fmt="heatmap",
               description="Cumulative count of scenarios at or below each energy bound."),
-        Text("Not shown yet", "Per-setting energy (preset, resolution, bitrate), mean power per "
-             "scenario and dynamic (above-idle) energy are in the `scenario.energy` records and "
-             "the report, but not exported as Prometheus metrics yet; the energy histogram is "
-             "labelled by codec only. See docs/deploy.md, *Dashboards*."),
+        Text("Not shown yet", "Energy in joules per setting (preset, resolution, bitrate), "
+             "mean power per scenario and dynamic (above-idle) energy are in the "
+             "`scenario.energy` records and the report, but not exported as metrics: the "
+             "energy histogram is labelled by codec only. Per-setting efficiency (VMAF per kJ, "
+             "pixels per joule, billed kWh) is on the Quality and Cost dashboards."),
     ]
 
 
