@@ -1,6 +1,6 @@
 """Topic ``model.updates`` — a newly trained model is available.
 
-Key: target name.
+Key: ``<target>@<hardware>`` (hardware class, or ``global``).
 """
 
 from __future__ import annotations

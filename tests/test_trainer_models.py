@@ -54,7 +54,7 @@ def synth(n_clips: int = 4, hardware: HardwareInfo | None = None, scale: float =
                                        height=h, fps=30, duration_s=10, source=f"clip{c}")
                     e = scale * 2e-7 * w * h * 30 * 10 * cost * rnd.uniform(0.9, 1.1)
                     wall = 10 * cost * w * h / (1920 * 1080)
-                    vmaf = min(99.0, 60 + 12 * np.log10(br / 500) * (1 + 0.05 * cost)
+                    vmaf = min(99.0, 55 + 25 * np.log10(br / 500) * (1 + 0.05 * cost)
                                - 5 * (w / 1920) + rnd.uniform(-1, 1))
                     out.append(DatasetRecord(
                         scenario_id=f"s-{hw_.hardware_class}-{c}-{w}-{p}-{br}-{seed}",
@@ -230,3 +230,26 @@ def test_retrains_on_drift_and_publishes_updates(data_dir: Path) -> None:
     assert (reg.get_sample_value("joulestream_trainer_model_drift_mape_ratio",
                                  {"target": "energy_j_per_content_s"}) or 0) > 0.5
     assert {ModelUpdate.from_bytes(o.value).version for o in outs} == {2}
+
+
+def test_cli_dataset_status_and_train_messages(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli import build_parser
+
+    d = str(tmp_path / "t")
+    args = build_parser().parse_args(["train", "--data-dir", d])
+    assert args.fn(args) == 2
+    assert "not training: 0 complete records, need 4" in capsys.readouterr().err
+    store = DatasetStore(tmp_path / "t" / "dataset.sqlite")
+    for r in synth(2):
+        store.put_record(r)
+    store.put_record(synth(1)[0].model_copy(update={"scenario_id": "nq", "vmaf": None}))
+    args = build_parser().parse_args(["dataset", "status", "--data-dir", d])
+    assert args.fn(args) == 0
+    out = capsys.readouterr().out
+    assert f"complete   {len(synth(2)):6d}" in out
+    assert "1  imported without quality (no VMAF)" in out
+    args = build_parser().parse_args(["train", "--data-dir", d])
+    assert args.fn(args) == 0
+    out = capsys.readouterr().out
+    assert "energy_j_per_content_s.global.v1" in out and "source_clip" not in out
