@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas.quality_results import QualityResult
 from schemas.scenario_events import EncodeSettings, ScenarioFinished
@@ -85,8 +85,21 @@ async def test_higher_bitrate_scores_higher_with_provenance(
         assert hi.ssim and lo.ssim and hi.ssim > lo.ssim
         for r in (lo, hi):
             check_result(r)
-    text = p.metrics  # the histograms saw every score under the event's codec/preset
-    assert text.vmaf.labels("libx264", "veryfast")._sum.get() > 0
+    text = generate_latest(p.registry).decode()
+    pre = "joulestream_quality_worker"
+    assert f'{pre}_vmaf_count{{codec="libx264",preset="veryfast"}} 4.0' in text
+    assert f'{pre}_vmaf_neg_count{{codec="libx264",preset="veryfast"}} 4.0' in text
+    assert f"{pre}_compute_seconds_count 4.0" in text
+    assert f"{pre}_scoring_frames_per_second_count 4.0" in text
+    assert f"{pre}_frames_scored_total 120.0" in text
+    assert f"{pre}_jobs_in_flight 0.0" in text
+    assert f'{pre}_failures_total{{reason="unsafe_path"}} 0.0' in text
+
+
+def test_metric_labels_are_bounded(tmp_path: Path) -> None:
+    p = QualityProcessor(CollectorRegistry(), QualityConfig(out_dir=str(tmp_path)))
+    pairs = {p.metrics.labels(f"codec{i}", "fast") for i in range(200)}
+    assert len(pairs) == 65 and ("other", "other") in pairs
 
 
 def check_result(r: QualityResult) -> None:

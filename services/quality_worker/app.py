@@ -111,6 +111,7 @@ class QualityProcessor:
 
     def __init__(self, registry: CollectorRegistry, cfg: QualityConfig | None = None) -> None:
         self.cfg = cfg or QualityConfig()
+        self.registry = registry
         self.metrics = QualityMetrics(registry)
         self.ffmpeg = self.cfg.ffmpeg or ffmpeg_exe()
         Path(self.cfg.out_dir).mkdir(parents=True, exist_ok=True)
@@ -241,8 +242,8 @@ class QualityProcessor:
         """Score one finished encode; :class:`BadInput` when it cannot be scored."""
         dist, ref = self.check_paths(ev)  # again: files may have changed since queueing
         try:
-            info = await asyncio.to_thread(probe_video, str(ref), self.ffmpeg)
-            await asyncio.to_thread(probe_video, str(dist), self.ffmpeg)
+            info, _ = await asyncio.gather(asyncio.to_thread(probe_video, str(ref), self.ffmpeg),
+                                           asyncio.to_thread(probe_video, str(dist), self.ffmpeg))
         except ValueError as e:
             raise self._fail(f"not a readable video: {e}", "unreadable") from e
         w, h = int(info["width"]), int(info["height"])
