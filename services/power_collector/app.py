@@ -128,14 +128,15 @@ class Collector:
                         for z in zones}
         self._encoder: dict[str, Any] = {}
 
-    def record(self, r: Reading, mono_ns: int) -> None:
+    def record(self, r: Reading, mono_ns: int, ts_ns: int | None = None) -> None:
         """Turn one reading into a sample, batch it and update the metrics.
 
         The hot path: the sample is kept as a plain dict (the readings are finite,
         non-negative floats by construction of the sources); each batch is validated once,
         as a whole, in ``flush_batch``."""
         self.batcher.add({
-            "seq": self.seq, "ts_ns": self.clock_ns(), "mono_ns": mono_ns,
+            "seq": self.seq, "ts_ns": self.clock_ns() if ts_ns is None else ts_ns,
+            "mono_ns": mono_ns,
             "energy_j": r.energy_j, "power_w": r.power_w,
             "wrap_ambiguous": r.wrap_ambiguous, "encoder_util_pct": r.encoder_util_pct,
         }, mono_ns)
@@ -155,7 +156,8 @@ class Collector:
     def sample_once(self, mono_ns: int) -> None:
         """Read the polled source at ``mono_ns`` and record the sample."""
         assert self.source is not None
-        self.record(self.source.read(mono_ns), mono_ns)
+        ts_ns = self.clock_ns()  # both clocks stamped together, just before the read
+        self.record(self.source.read(mono_ns), mono_ns, ts_ns)
 
     def flush_batch(self) -> None:
         samples = self.batcher.take()
