@@ -200,9 +200,10 @@ def cmd_advise(a: argparse.Namespace) -> int:
     print("pareto front (energy ↓, VMAF ↑, bitrate ↓):")
     for o in out["pareto"]:
         s = o["settings"]
-        print(f"   {o['source']:9s} {s['codec']}/{s['preset']} crf={s['crf']} "
-              f"bitrate={o['bitrate_kbps']} energy={o['energy_j_per_content_s']:.4g} J/s "
-              f"VMAF={o['vmaf']:.1f}")
+        rate = f"crf {s['crf']:g}" if s["crf"] is not None else f"{s['bitrate_kbps']:g} kbit/s"
+        br = f"{o['bitrate_kbps']:.0f}" if o["bitrate_kbps"] is not None else "?"
+        print(f"   {o['source']:9s} {s['codec']}/{s['preset']} {rate:16s} output {br} kbit/s "
+              f"energy {o['energy_j_per_content_s']:.4g} J/s  VMAF {o['vmaf']:.1f}")
     for b in out["bd_rates"]:
         if "error" in b:
             print(f"BD-rate {b['test']} vs {b['anchor']}: {b['error']}")
