@@ -84,6 +84,7 @@ async def _run(cls: Path, interval_s: float, duration_s: float) -> dict[str, Any
 
 def run(quick: bool = False) -> dict[str, Any]:
     duration = 5.0 if quick else 20.0
+    load = float(Path("/proc/loadavg").read_text().split()[0])  # others on the machine
     root = Path(tempfile.mkdtemp(prefix="js-bench-powercap-"))
     try:
         cls = _tree(root)
@@ -92,6 +93,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {
+        "loadavg_1m_at_start": load,
         "cpu_fraction_10hz": r10["cpu_fraction"],
         "cpu_fraction_100hz": r100["cpu_fraction"],
         "goal_10hz": GOALS["cpu_fraction_10hz"],
@@ -100,9 +102,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         and r100["cpu_fraction"] <= GOALS["cpu_fraction_100hz"],
         "zones": 4,
         "included": "whole-process CPU (user+system) while sampling a 4-zone powercap tree "
-                    "on files: deadline loop (asyncio), sysfs-style reads, wrap correction, "
-                    "Prometheus gauges, batching, one pydantic validation per batch, JSON "
-                    "serialisation; excluded: the Kafka client and network",
+                    "on files: deadline loop (sampler thread) and the asyncio loop, "
+                    "sysfs-style reads, wrap correction, Prometheus gauges, batching, one "
+                    "pydantic validation per batch, JSON serialisation; excluded: the Kafka "
+                    "client and network",
         "runs": {"10hz": r10, "100hz": r100},
     }
 

@@ -127,6 +127,7 @@ class Collector:
         self._energy = {z.name: metrics.energy.labels(host, z.name, z.source, z.basis)
                         for z in zones}
         self._encoder: dict[str, Any] = {}
+        self._last: Reading | None = None
 
     def record(self, r: Reading, mono_ns: int, ts_ns: int | None = None) -> None:
         """Turn one reading into a sample, batch it and update the metrics.
@@ -141,6 +142,16 @@ class Collector:
             "wrap_ambiguous": r.wrap_ambiguous, "encoder_util_pct": r.encoder_util_pct,
         }, mono_ns)
         self.seq += 1
+        self._last = r
+        if self.batcher.due(mono_ns):
+            self.flush_batch()
+
+    def _update_gauges(self) -> None:
+        """Per-zone gauges from the newest reading: once per batch, not per sample (a
+        scrape every few seconds cannot tell, and it is a third of the hot path's cost)."""
+        r = self._last
+        if r is None:
+            return
         for name, p in r.power_w.items():
             self._power[name].set(p)
         for name, j in r.energy_j.items():
@@ -150,8 +161,6 @@ class Collector:
             if g is None:
                 g = self._encoder[name] = self.metrics.encoder.labels(self.host, name)
             g.set(u / 100.0)
-        if self.batcher.due(mono_ns):
-            self.flush_batch()
 
     def sample_once(self, mono_ns: int) -> None:
         """Read the polled source at ``mono_ns`` and record the sample."""
@@ -163,6 +172,7 @@ class Collector:
         samples = self.batcher.take()
         if not samples:
             return
+        self._update_gauges()
         # one validation per batch (schema rules: finite, ordered, declared zones)
         msg = PowerSamples.model_validate({
             "host": self.host, "run_id": self.run_id, "zones": self.zones,
