@@ -90,9 +90,13 @@ def cmd_quality(a: argparse.Namespace) -> int:
 
 def cmd_cost(a: argparse.Namespace) -> int:
     from .cost_worker.app import CostProcessor
-    from .cost_worker.config import CostConfig, load_price_book
+    from .cost_worker.config import CostConfig, PriceBookError, load_price_book
 
-    book = load_price_book(a.price_book or CostConfig().price_book)
+    try:
+        book = load_price_book(a.price_book or CostConfig().price_book)
+    except PriceBookError as e:
+        print(f"joulestream cost-worker: {e}", file=sys.stderr)
+        return 2
     run_service("cost_worker", _worker_main(lambda r: CostProcessor(r, book), "joulestream-cost"))
     return 0
 

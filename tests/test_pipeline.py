@@ -165,9 +165,11 @@ async def test_pipeline_end_to_end(kafka: KafkaSettings, services: dict[str, Any
         assert e.basis == "measured" and e.sources == ["rapl"] and e.complete
         # two packages are in the tree, only package-0 and its dram draw power
         expected = (PKG_W + DRAM_W) * e.wall_s
-        # the driver thread competes with ffmpeg for 2 cores: allow its timing jitter
-        assert e.energy_j == pytest.approx(expected, rel=0.1, abs=0.5)
-        assert e.mean_power_w == pytest.approx(PKG_W + DRAM_W, rel=0.1)
+        # The driver thread writing the fake counters competes with ffmpeg (and everything
+        # else) for 2 cores, so the counter lags real time by its scheduling delay at each
+        # end of a 1 s window: a loose bound here; exactness is tested on the pure join.
+        assert e.energy_j == pytest.approx(expected, rel=0.3, abs=0.5)
+        assert e.mean_power_w == pytest.approx(PKG_W + DRAM_W, rel=0.3)
         assert "psys" not in e.zones_j or e.energy_j < e.zones_j["package-0"] * 2
         assert e.cpu_s > 0 and e.frames == 25
 
