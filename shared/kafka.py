@@ -51,6 +51,10 @@ from .settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+#: error types every worker can dead-letter with (processors may add their own)
+COMMON_ERROR_TYPES = ("invalid", "schema", "decode")
+
+
 class BadInput(Exception):
     """The message cannot be accepted; it goes to the dead-letter topic with this reason."""
 
@@ -274,7 +278,7 @@ async def _deliver(
             try:
                 await asyncio.wait_for(stop.event.wait(), delay)
                 return False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             metrics.up.set(1)
             delay = min(delay * 2, 10.0)
@@ -333,6 +337,26 @@ async def with_retry(
     return False
 
 
+#: with nothing consumed for this long, the loop checks that the broker still answers (a
+#: metadata request), so /healthz reports an outage even when no traffic would reveal it
+BROKER_PROBE_S = 2.0
+
+
+async def _probe_broker(
+    consumer: AIOKafkaConsumer, metrics: WorkerMetrics, health: Health, stop: StopSignal
+) -> bool:
+    """Wait (capped backoff, not ready meanwhile) until the broker answers; False if stopped."""
+    async def probe() -> None:
+        await consumer.topics()
+
+    ok = await with_retry("broker unreachable", probe, stop, health)
+    if ok and not health.ready:
+        log.info("broker reachable again")
+        health.set(True, "consuming")
+    metrics.up.set(1 if health.ready else 0)
+    return ok
+
+
 async def run_worker(
     processor: Processor,
     settings: KafkaSettings,
@@ -348,7 +372,8 @@ async def run_worker(
     metrics = WorkerMetrics(processor.name, registry)
     for t in processor.input_topics:
         metrics.consumed.labels(t)
-        metrics.dead_letters.labels(t, "invalid")
+        for kind in COMMON_ERROR_TYPES:  # present at zero, so increase() sees the first one
+            metrics.dead_letters.labels(t, kind)
     producer = make_producer(settings)
     consumer = make_consumer(settings, group_id, **(consumer_overrides or {}))
     consumer.subscribe([settings.topic(t) for t in processor.input_topics],
@@ -360,8 +385,15 @@ async def run_worker(
             return
         health.set(True, "consuming", group=group_id, topics=list(processor.input_topics))
         metrics.up.set(1)
+        last_contact = time.monotonic()
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records)
+            if batch:
+                last_contact = time.monotonic()
+            elif time.monotonic() - last_contact > BROKER_PROBE_S:
+                if not await _probe_broker(consumer, metrics, health, stop):
+                    break
+                last_contact = time.monotonic()
             t0 = time.perf_counter()
             outputs: list[Output] = []
             consumed: dict[TopicPartition, int] = {}
