@@ -56,6 +56,10 @@ class ScenarioEnergy(Event):
     emitted_by: Literal["watermark", "timeout"]
     wrap_ambiguous: bool = False
     computed_at_ns: TimestampNs | None = None
+    #: energy measured at the wall (smart plug) over the same window, when the host has one
+    #: and ``energy_j`` comes from component sensors; the two are never added together
+    wall_energy_j: NonNegFloat | None = None
+    wall_coverage: float | None = Field(default=None, ge=0.0, le=1.0)
     #: the idle-baseline window (scenario id) ``idle_power_w`` comes from: the latest
     #: complete one of the same power stream that ended at or before this scenario started
     idle_baseline_id: Name | None = None

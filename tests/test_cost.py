@@ -288,3 +288,26 @@ def test_metrics_have_bounded_labels_and_values() -> None:
     for metric in reg.collect():
         for s in metric.samples:
             assert "scenario_id" not in s.labels
+
+
+def test_wall_energy_from_a_plug_is_billed_instead_of_component_energy() -> None:
+    from schemas.scenario_energy import ScenarioEnergy
+    from schemas.scenario_events import EncodeSettings
+    from services.cost_worker.app import cost_for
+    from services.cost_worker.config import PriceBook
+
+    base = dict(
+        scenario_id="s", host="h", settings=EncodeSettings(codec="libx264", duration_s=10),
+        start_ns=1_790_000_000 * 10**9, end_ns=1_790_000_010 * 10**9, wall_s=10,
+        energy_j=3600.0, zones_j={"package-0": 3600.0}, basis="measured", sources=["rapl"],
+        scope="component", mean_power_w=360, coverage=1.0, max_gap_s=0.1, complete=True,
+        n_samples=100, emitted_by="watermark")
+    book = PriceBook(wall_factor=2.0, energy_price_per_kwh=1.0)
+    component = cost_for(ScenarioEnergy(**base), book)  # type: ignore[arg-type]
+    assert component.energy_scope == "component" and component.wall_factor == 2.0
+    assert component.billed_energy_kwh == pytest.approx(0.002)
+    plug = cost_for(ScenarioEnergy(**base, wall_energy_j=5400.0, wall_coverage=1.0), book)  # type: ignore[arg-type]
+    assert plug.energy_scope == "wall" and plug.energy_sources == ["mqtt_plug"]
+    assert plug.wall_factor == 1.0 and plug.billed_energy_kwh == pytest.approx(0.0015)
+    partial = cost_for(ScenarioEnergy(**base, wall_energy_j=100.0, wall_coverage=0.5), book)  # type: ignore[arg-type]
+    assert partial.energy_scope == "component"  # a partly covered plug window is not billed

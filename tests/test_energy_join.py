@@ -138,3 +138,26 @@ def test_safe_offsets_pin_what_state_still_needs() -> None:
     samples_min, events_min = j.min_offsets()
     assert 2 not in events_min  # nothing pending: commit everything consumed
     assert samples_min[2] == 41  # only the grace window is kept
+
+
+def test_wall_plug_stream_is_reported_beside_component_never_added() -> None:
+    j = EnergyJoin()
+    j.add_samples(samples(0, 30, 0.1), 0, 0)
+    plug_zone = Zone(name="plug:rack1", kind="wall", source="mqtt_plug", basis="measured",
+                     scope="wall")
+    plug = PowerSamples(host="h1", run_id="plug1", zones=[plug_zone], samples=[
+        Sample(seq=i, ts_ns=T0 + i * S, mono_ns=i * S, energy_j={"plug:rack1": 100.0 * i})
+        for i in range(31)])
+    j.add_samples(plug, 0, 1)
+    j.add_finished(finished("s", 5.0, 15.0), 0, 0)
+    (res,) = j.ready(T0 + 31 * S)
+    assert res.scope == "component" and res.sources == ["rapl"]  # component preferred
+    assert res.energy_j == pytest.approx(energy_until(15) - energy_until(5) + 20.0)
+    assert res.wall_energy_j == pytest.approx(1000.0) and res.wall_coverage == pytest.approx(1.0)
+    # with only the plug, the plug is the energy (scope wall), and no separate wall figure
+    k = EnergyJoin()
+    k.add_samples(plug, 0, 1)
+    k.add_finished(finished("s", 5.0, 15.0), 0, 0)
+    (only,) = k.ready(T0 + 31 * S)
+    assert only.scope == "wall" and only.energy_j == pytest.approx(1000.0)
+    assert only.wall_energy_j is None

@@ -39,20 +39,27 @@ def cost_for(e: ScenarioEnergy, book: PriceBook) -> CostResult:
     """The cost record of one scenario: a pure function of the energy record and the book."""
     s = e.settings
     prices = book.prices_for(e.host)
+    # money and carbon are paid at the wall: when a smart plug covered the whole window,
+    # bill its measurement instead of component energy × a configured wall factor
+    if e.wall_energy_j is not None and (e.wall_coverage or 0.0) >= 0.999:
+        energy_j, scope, basis, sources = e.wall_energy_j, "wall", "measured", ["mqtt_plug"]
+    else:
+        energy_j, scope, basis, sources = e.energy_j, e.scope, e.basis, list(e.sources)
     c = scenario_cost(ScenarioInputs(
         codec=s.codec, width=s.width, height=s.height, frames=e.frames,
         duration_s=s.duration_s, streams=s.streams, start_ns=e.start_ns, wall_s=e.wall_s,
-        cpu_s=e.cpu_s, energy_j=e.energy_j, scope=e.scope, output_bytes=e.output_bytes),
+        cpu_s=e.cpu_s, energy_j=energy_j, scope=scope, output_bytes=e.output_bytes),
         prices, book.audience_views)
     return CostResult(
-        scenario_id=e.scenario_id, host=e.host, currency=book.currency, energy_j=e.energy_j,
-        energy_basis=e.basis, energy_scope=e.scope, billed_energy_kwh=c.billed_energy_kwh,
+        scenario_id=e.scenario_id, host=e.host, currency=book.currency, energy_j=energy_j,
+        energy_basis=basis, energy_scope=scope,  # type: ignore[arg-type]
+        billed_energy_kwh=c.billed_energy_kwh,
         energy_cost=c.energy_cost, compute_cost=c.compute_cost, total_cost=c.total_cost,
         carbon_g=c.carbon_g, price_per_kwh=c.price_per_kwh,
         carbon_intensity_g_per_kwh=prices.carbon_g_per_kwh, pue=prices.pue,
         wall_factor=c.wall_factor, price_book=book.name,
         cost_per_megapixel=c.cost_per_megapixel, cost_per_content_hour=c.cost_per_content_hour,
-        region=prices.region, energy_sources=list(e.sources), price_band=c.price_band,
+        region=prices.region, energy_sources=sources, price_band=c.price_band,
         carbon_intensity_source=prices.carbon_source, compute_basis=c.compute_basis,
         compute_hours=c.compute_hours, gpu_hours=c.gpu_hours, gpu_cost=c.gpu_cost,
         megapixels=c.megapixels, content_hours=c.content_hours,

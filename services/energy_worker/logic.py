@@ -366,21 +366,37 @@ class EnergyJoin:
         st.baselines = merged[-self.cfg.max_baselines:]
 
     # ---- outputs ------------------------------------------------------------------------
-    def _best_stream(self, st: HostState, start: int, end: int
+    def _best_stream(self, st: HostState, start: int, end: int, scope: str | None = None
                      ) -> tuple[list[Series], list[WindowEnergy]] | None:
+        """The stream that best covers [start, end]: most coverage, then measured over
+        estimated, then component over wall (so figures stay comparable across hosts with
+        and without a plug), then the stream's name — a deterministic choice.  ``scope``
+        restricts the choice to one scope."""
         streams: dict[Stream, list[Series]] = {}
         for s in st.series.values():
-            streams.setdefault(s.stream, []).append(s)
-        best: tuple[tuple[int, int], list[Series], list[WindowEnergy]] | None = None
-        for group in streams.values():
+            if scope is None or s.scope == scope:
+                streams.setdefault(s.stream, []).append(s)
+        best: tuple[tuple[int, int, int, str], list[Series], list[WindowEnergy]] | None = None
+        for key in sorted(streams, key=stream_text):
+            group = streams[key]
             parts = [w for s in group if (w := window_energy(s, start, end)) is not None]
             if not parts:
                 continue
             covered = sum(w.covered_ns for w in parts)
-            rank = (covered, 1 if group[0].basis == "measured" else 0)
-            if best is None or rank > best[0]:
+            rank = (covered, 1 if group[0].basis == "measured" else 0,
+                    1 if group[0].scope == "component" else 0, stream_text(key))
+            if best is None or rank[:3] > best[0][:3]:
                 best = (rank, group, parts)
         return None if best is None else (best[1], best[2])
+
+    def _wall_energy(self, st: HostState, start: int, end: int) -> tuple[float, float] | None:
+        """Energy at the wall (smart plug) over the window and its coverage, if measured."""
+        wall = self._best_stream(st, start, end, scope="wall")
+        if wall is None:
+            return None
+        _, parts = wall
+        covered = sum(w.covered_ns for w in parts)
+        return sum(w.energy_j for w in parts), min(1.0, covered / max(1, end - start))
 
     def compute(self, ev: ScenarioFinished, now_ns: int, by: str) -> ScenarioEnergy:
         """The energy record of one scenario from the state held now (pure in that state)."""
@@ -417,6 +433,7 @@ class EnergyJoin:
             sources = sorted({z.source for z in group[0].zones if z.in_total})
             if not ev.settings.is_idle:
                 idle_bl = st.idle_for(stream_text(group[0].stream), start)
+        wall = self._wall_energy(st, start, end) if scope != "wall" else None
         wall_s = (end - start) / 1e9
         mean_p = energy / wall_s if wall_s > 0 else 0.0
         complete = coverage >= 0.999 and best is not None
@@ -444,6 +461,8 @@ class EnergyJoin:
             idle_baseline_id=idle_bl.scenario_id if idle_bl is not None else None,
             concurrent_scenarios=n_conc, attributed_dynamic_energy_j=attributed,
             cpu_share=share,
+            wall_energy_j=wall[0] if wall is not None else None,
+            wall_coverage=wall[1] if wall is not None else None,
         )
 
     def _blocked(self, st: HostState | None, ev: ScenarioFinished) -> bool:
