@@ -176,3 +176,18 @@ async def test_above_1080p_uses_the_4k_model_and_its_neg_twin(tmp_path: Path) ->
         media_roots=[str(root)], out_dir=str(tmp_path / "q"), threads=1,
         vmaf_model="vmaf_v0.6.1")).score(finished(dist, ref, duration_s=0.3, fps=10))
     assert forced.vmaf_model == "vmaf_v0.6.1" and forced.vmaf != r.vmaf
+
+
+def test_quality_score_cli(media: dict[str, Path], tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["quality-score", str(media["pat_ref"]), str(media["pat_hi"]), "--duration", "1",
+              "--threads", "1", "--out-dir", str(tmp_path)])
+    assert e.value.code == 0
+    r = QualityResult.model_validate_json(capsys.readouterr().out)
+    assert r.vmaf > 90 and r.frames_scored == 30 and r.vmaf_model == "vmaf_v0.6.1"
+    with pytest.raises(SystemExit) as e:
+        main(["quality-score", str(media["pat_ref"]), str(tmp_path / "none.mp4")])
+    assert e.value.code == 1 and "missing_file" in capsys.readouterr().err

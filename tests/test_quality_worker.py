@@ -27,7 +27,7 @@ from services.quality_worker.app import QualityProcessor
 from services.quality_worker.config import QualityConfig
 from shared.ffmpeg import ffmpeg_exe
 from shared.httpserver import Health
-from shared.kafka import StopSignal, make_consumer, make_producer, run_worker
+from shared.kafka import BadInput, StopSignal, make_consumer, make_producer, run_worker
 from shared.settings import KafkaSettings
 
 DLQ = dlq_topic(scenario_events.TOPIC)
@@ -181,6 +181,22 @@ def slow_ffmpeg(path: Path, delay_s: float, calls: Path) -> Path:
         f'exec "{ffmpeg_exe()}" "$@"\n')
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return path
+
+
+async def test_a_job_over_its_timeout_is_killed_and_dead_lettered(
+        media: dict[str, Path], tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    cfg = QualityConfig(media_roots=[str(media["nat_ref"].parent)], out_dir=str(tmp_path / "q"),
+                        threads=1, timeout_s=0.5,
+                        ffmpeg=str(slow_ffmpeg(tmp_path / "ff.sh", 30.0, calls)))
+    proc = QualityProcessor(CollectorRegistry(), cfg)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(BadInput) as e:
+        await proc.score(finished(media["nat_lo"], media["nat_ref"]))
+    assert e.value.error_type == "timeout" and loop.time() - t0 < 10
+    assert proc.metrics.in_flight._value.get() == 0
+    assert proc.metrics.failures.labels("timeout")._value.get() == 1
 
 
 async def test_job_longer_than_max_poll_interval_keeps_group_membership(

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -258,7 +259,7 @@ class QualityProcessor:
         t0 = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.cfg.timeout_s)
         except TimeoutError:
@@ -267,7 +268,7 @@ class QualityProcessor:
         finally:
             if proc.returncode is None:  # timed out or cancelled: do not leave it running
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: children too
                 await proc.wait()
             self.metrics.in_flight.dec()
         compute_s = time.perf_counter() - t0
