@@ -78,5 +78,6 @@ class PowerSamples(Event):
             prev = s.seq
             unknown = set(s.energy_j) - names
             if unknown:
-                raise ValueError(f"sample {s.seq} has readings for undeclared zones {sorted(unknown)}")
+                raise ValueError(
+                    f"sample {s.seq} has readings for undeclared zones {sorted(unknown)}")
         return self

@@ -123,9 +123,14 @@ class DemoOptions:
     bootstrap: str | None = None  # use this Kafka instead of the embedded broker
 
 
-async def run_demo(opts: DemoOptions) -> dict[str, Any]:
-    work = Path(opts.out or tempfile.mkdtemp(prefix="joulestream-demo-")).resolve()
+def _workdir(out: Path | None) -> Path:
+    work = Path(out or tempfile.mkdtemp(prefix="joulestream-demo-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+async def run_demo(opts: DemoOptions) -> dict[str, Any]:
+    work = _workdir(opts.out)
     broker = None
     if opts.bootstrap is None:
         broker = EmbeddedBroker(work / "broker.log")

@@ -216,7 +216,8 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=st.binary(max_size=300) | json_values.map(enc),
        mutate=st.sampled_from(["raw", "finished", "energy", "samples"]))
 async def test_fuzzed_messages_never_crash_a_worker(tmp_path: Path, payload: bytes,

@@ -85,7 +85,8 @@ async def collect(kafka: KafkaSettings, topics: list[str], until: Any, timeout_s
         await c.seek_to_beginning(*parts)
         deadline = time.monotonic() + timeout_s
         while not until(found):
-            assert time.monotonic() < deadline, f"timed out; have { {k: len(v) for k, v in found.items()} }"
+            have = {k: len(v) for k, v in found.items()}
+            assert time.monotonic() < deadline, f"timed out; have {have}"
             for tp, recs in (await c.getmany(timeout_ms=200)).items():
                 found[kafka.logical(tp.topic)].extend(r.value for r in recs)
     finally:
