@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from shared.httpserver import Health
-from shared.kafka import StopSignal, ensure_topics, make_producer, run_worker
+from shared.kafka import StopSignal, ensure_topics, make_producer, run_worker, with_retry
 from shared.service import run as run_service
 from shared.service import setup_logging
 from shared.settings import KafkaSettings, ServiceSettings
@@ -25,7 +25,9 @@ from shared.settings import KafkaSettings, ServiceSettings
 def _worker_main(make: Any, group: str, **kw: Any) -> Any:
     async def main(reg: CollectorRegistry, health: Health, stop: StopSignal) -> None:
         kafka = KafkaSettings()
-        await ensure_topics(kafka)
+        # the broker may not be up yet: wait for it (not ready on /healthz meanwhile)
+        if not await with_retry("creating topics", lambda: ensure_topics(kafka), stop, health):
+            return
         await run_worker(make(reg), kafka, group, reg, health, stop, **kw)
     return main
 

@@ -145,8 +145,8 @@ def make_consumer(
         # range assignment keeps co-partitioned topics together (the join needs it)
         "partition_assignment_strategy": (RangePartitionAssignor,),
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
-        "session_timeout_ms": 30_000,
-        "heartbeat_interval_ms": 3_000,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": min(3_000, settings.session_timeout_ms // 3),
         "max_poll_interval_ms": 900_000,
     }
     kw.update(overrides)
@@ -349,7 +349,7 @@ async def _probe_broker(
     async def probe() -> None:
         await consumer.topics()
 
-    ok = await with_retry("broker unreachable", probe, stop, health)
+    ok = await with_retry("broker check", probe, stop, health)
     if ok and not health.ready:
         log.info("broker reachable again")
         health.set(True, "consuming")
@@ -378,6 +378,7 @@ async def run_worker(
     consumer = make_consumer(settings, group_id, **(consumer_overrides or {}))
     consumer.subscribe([settings.topic(t) for t in processor.input_topics],
                        listener=_Rebalance(processor, settings))
+    health.set(False, "connecting to the broker")
     if not await with_retry("producer start", producer.start, stop, health):
         return
     try:

@@ -33,6 +33,9 @@ class KafkaSettings(BaseSettings):
     #: partitions for topics joulestream creates (power.samples and scenario.events must match)
     partitions: int = Field(default=4, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=16)
+    #: a consumer-group member that sends no heartbeat for this long (crashed, killed) is
+    #: dropped and its partitions go to the others: the failover time after a crash
+    session_timeout_ms: int = Field(default=30_000, ge=1_000, le=300_000)
     #: how long a consumer waits for data before returning (latency vs CPU)
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     #: prefix for every topic name (namespaces one deployment, or one test, on a shared broker)

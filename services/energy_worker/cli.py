@@ -10,7 +10,7 @@ def cmd_energy(a: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     from shared.httpserver import Health
-    from shared.kafka import StopSignal, ensure_topics, run_worker
+    from shared.kafka import StopSignal, ensure_topics, run_worker, with_retry
     from shared.service import run as run_service
     from shared.settings import KafkaSettings
 
@@ -21,8 +21,14 @@ def cmd_energy(a: argparse.Namespace) -> int:
 
     async def main(reg: CollectorRegistry, health: Health, stop: StopSignal) -> None:
         kafka = KafkaSettings()
-        await ensure_baselines_topic(kafka)
-        await ensure_topics(kafka)
+
+        async def topics() -> None:
+            await ensure_baselines_topic(kafka)
+            await ensure_topics(kafka)
+
+        # the broker may not be up yet: wait for it (not ready on /healthz meanwhile)
+        if not await with_retry("creating topics", topics, stop, health):
+            return
         await run_worker(EnergyProcessor(reg, cfg, kafka), kafka, a.group, reg, health, stop)
 
     run_service("energy_worker", main)
