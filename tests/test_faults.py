@@ -13,8 +13,10 @@ number is printed (run with ``-s``) and must stay below the input size.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import random
+import time
 import uuid
 from pathlib import Path
 
@@ -32,9 +34,12 @@ from test_faults_support import (
     trainer,
 )
 
-from schemas import cost_results, scenario_energy
+from schemas import cost_results, power_samples, scenario_energy, scenario_events
 from schemas.cost_results import CostResult
+from schemas.power_samples import PowerSamples
 from schemas.scenario_energy import ScenarioEnergy
+from schemas.scenario_events import ScenarioFinished, ScenarioStarted
+from services.energy_worker.logic import EnergyJoin, JoinConfig
 from shared.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -129,3 +134,93 @@ async def test_kill9_each_worker_at_random_points(kafka: KafkaSettings, tmp_path
           f"{inputs} input messages; duplicates on scenario.energy {dup_e}, "
           f"cost.results {dup_c}")
     assert dup_e < inputs and dup_c < inputs
+
+
+def assigned_partitions(w: Worker) -> set[int]:
+    """Partitions of the worker's latest assignment, from its log ('assigned [...]')."""
+    last: list[tuple[str, int]] = []
+    for line in w.log_path.read_text().splitlines():
+        if " assigned [" in line:
+            last = ast.literal_eval(line.split(" assigned ", 1)[1])
+    return {p for _, p in last}
+
+
+async def test_scale_out_three_instances_one_killed(kafka: KafkaSettings, tmp_path: Path
+                                                     ) -> None:
+    seed = 7
+    wl = make_workload(hosts=8, per_host=12, seed=seed)
+    group = f"g-scale-{uuid.uuid4().hex[:6]}"
+    ws = [energy_worker(kafka, tmp_path, group, f"energy{i}") for i in range(3)]
+    rng = random.Random(seed)
+    waves = 8
+    step = wl.span_s / waves + 1e-9
+    try:
+        for w in ws:
+            w.start()
+        for w in ws:
+            await w.wait_health(200, 90)
+        # the first waves while all three share the partitions
+        for i in range(3):
+            await publish(kafka, wl, i * step, (i + 1) * step)
+            await asyncio.sleep(1.0)
+        deadline = asyncio.get_running_loop().time() + 60
+        while not all(assigned_partitions(w) for w in ws):  # every member holds partitions
+            assert asyncio.get_running_loop().time() < deadline, "a member got no partitions"
+            await asyncio.sleep(0.5)
+        victim = rng.choice(ws)
+        lost = assigned_partitions(victim)
+        victim.kill9()
+        survivors = [w for w in ws if w is not victim]
+        for i in range(3, waves + 1):
+            await publish(kafka, wl, i * step, (i + 1) * step if i < waves else 1e9)
+            await asyncio.sleep(0.5)
+        energy = await read_topic(kafka, scenario_energy.TOPIC, ScenarioEnergy.from_bytes,
+                                  lambda o: len(o) >= len(wl.energy), 120)
+        taken = set().union(*(assigned_partitions(w) for w in survivors))
+        for w in survivors:
+            assert w.alive(), f"{w.name} exited: {w.log_path}"
+    finally:
+        codes = [w.term() for w in ws if w.alive()]
+    assert codes == [0, 0]
+    assert lost and lost <= taken == {0, 1, 2, 3}  # the survivors own the victim's partitions
+    dup = check_topic("scenario.energy", energy, wl.energy)
+    print(f"\nscale-out: {victim.name} (partitions {sorted(lost)}) killed; "
+          f"{len(wl.energy)} scenarios, {dup} duplicate records (all identical)")
+    assert dup < sum(len(p.messages) for p in wl.plans)
+
+
+@pytest.mark.xfail(strict=True, reason="join prunes samples by grace before the events topic "
+                   "caught up: results depend on cross-topic interleaving (docs/reliability.md)")
+def test_join_result_depends_on_topic_interleaving_beyond_grace() -> None:
+    """Known limitation, kept visible (strict xfail: fixing it turns this red, remove the
+    mark then).  The join prunes samples older than ``grace_s`` behind the newest sample of a
+    host, whatever the events topic has been read up to.  After downtime both topics hold a
+    backlog and a poll may return samples far ahead of the events of the same partition;
+    a scenario whose events come later then finds its samples pruned (and committed past):
+    ``complete=false``, less energy.  Seen in the kill -9 test with ``grace_s=5``."""
+    wl = make_workload(hosts=1, per_host=10, seed=3)
+    join = EnergyJoin(JoinConfig(timeout_s=86_400.0, grace_s=5.0))
+    plan = wl.plans[0]
+    off = {"s": 0, "e": 0}
+    now = time.time_ns()
+    got: dict[str, ScenarioEnergy] = {}
+    # the same per-topic order as published, but the samples topic read first (as a poll of
+    # a backlog may return it), ready() after every poll as the worker's tick does
+    for _, topic, value in plan.messages:
+        if topic == power_samples.TOPIC:
+            join.add_samples(PowerSamples.from_bytes(value), 0, off["s"])
+            off["s"] += 1
+            got.update({r.scenario_id: r for r in join.ready(now)})
+    for _, topic, value in plan.messages:
+        if topic == scenario_events.TOPIC:
+            ev = scenario_events.parse_scenario_event(value)
+            if isinstance(ev, ScenarioStarted):
+                join.add_started(ev, 0, off["e"])
+            elif isinstance(ev, ScenarioFinished):
+                join.add_finished(ev, 0, off["e"])
+            off["e"] += 1
+    got.update({r.scenario_id: r.model_copy(update={"computed_at_ns": None})
+                for r in join.ready(now)})
+    assert set(got) == set(wl.energy)
+    incomplete = sorted(s for s, r in got.items() if r != wl.energy[s])
+    assert not incomplete, f"{len(incomplete)} of {len(got)} differ, e.g. {got[incomplete[0]]}"
