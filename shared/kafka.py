@@ -347,7 +347,11 @@ async def _probe_broker(
 ) -> bool:
     """Wait (capped backoff, not ready meanwhile) until the broker answers; False if stopped."""
     async def probe() -> None:
-        await consumer.topics()
+        try:
+            await consumer.topics()
+        except (KafkaError, OSError):
+            metrics.up.set(0)
+            raise
 
     ok = await with_retry("broker check", probe, stop, health)
     if ok and not health.ready:

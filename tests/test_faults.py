@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -33,13 +34,16 @@ from test_faults_support import (
     read_trainer_store,
     trainer,
 )
+from test_hostile_input import FINISHED_BAD, GENERIC
 
 from schemas import cost_results, power_samples, scenario_energy, scenario_events
 from schemas.cost_results import CostResult
+from schemas.dead_letters import DeadLetter, dlq_topic
 from schemas.power_samples import PowerSamples
 from schemas.scenario_energy import ScenarioEnergy
 from schemas.scenario_events import ScenarioFinished, ScenarioStarted
 from services.energy_worker.logic import EnergyJoin, JoinConfig
+from shared.kafka import make_producer
 from shared.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -59,11 +63,53 @@ def check_topic(name: str, got: dict[str, list[ScenarioEnergy]] | dict[str, list
 
 async def wait_results(kafka: KafkaSettings, wl: Workload, timeout_s: float
                        ) -> tuple[dict[str, list[ScenarioEnergy]], dict[str, list[CostResult]]]:
+    hosts = frozenset(p.host for p in wl.plans)  # the key of the hostile burst's messages
     energy = await read_topic(kafka, scenario_energy.TOPIC, ScenarioEnergy.from_bytes,
-                              lambda o: len(o) >= len(wl.energy), timeout_s)
+                              lambda o: len(o) >= len(wl.energy), timeout_s, hosts)
     cost = await read_topic(kafka, cost_results.TOPIC, CostResult.from_bytes,
                             lambda o: len(o) >= len(wl.cost), timeout_s)
     return energy, cost
+
+
+#: services that consume (and so dead-letter) each topic the burst goes to
+DLQ_CONSUMERS = {power_samples.TOPIC: {"energy_worker"}, scenario_events.TOPIC: {"energy_worker"},
+                 scenario_energy.TOPIC: {"cost_worker", "trainer"}}
+
+
+async def publish_bad(kafka: KafkaSettings, hosts: list[str]) -> list[tuple[str, int, int, str]]:
+    """A burst of hostile messages (test_hostile_input's cases) between the valid ones:
+    returns (topic, partition, offset, case) of each."""
+    cases = [(t, c, v) for t in DLQ_CONSUMERS for c, v in GENERIC if c != "huge string"]
+    cases += [(scenario_events.TOPIC, c, json.dumps(d).encode()) for c, d in FINISHED_BAD]
+    p = make_producer(kafka)
+    await p.start()
+    try:
+        futs = [(t, c, await p.send(kafka.topic(t), v, key=hosts[i % len(hosts)].encode()))
+                for i, (t, c, v) in enumerate(cases)]
+        return [(t, (md := await f).partition, md.offset, c) for t, c, f in futs]
+    finally:
+        await p.stop()
+
+
+async def check_dead_letters(kafka: KafkaSettings, bad: list[tuple[str, int, int, str]]
+                             ) -> int:
+    """Every bad message has a dead letter with a reason from each service consuming its
+    topic (replays after a kill may add identical copies); returns the number of copies."""
+    want = {(t, p, o, svc) for t, p, o, _ in bad for svc in DLQ_CONSUMERS[t]}
+    seen: dict[tuple[str, int, int, str], str] = {}
+    n = 0
+    for topic in DLQ_CONSUMERS:
+        got = await read_topic(kafka, dlq_topic(topic), DeadLetter.from_bytes,
+                               lambda o: sum(map(len, o.values())) > 0, 30)
+        for dls in got.values():
+            for d in dls:
+                n += 1
+                assert d.source_topic == topic and d.reason.strip()
+                seen[(d.source_topic, d.partition, d.offset, d.service)] = d.reason
+    missing = sorted(want - set(seen))
+    assert not missing, f"{len(missing)} bad messages without a dead letter: {missing[:5]}"
+    assert set(seen) == want  # nothing valid was dead-lettered
+    return n
 
 
 async def chaos(workers: list[Worker], rng: random.Random, kills_each: int,
@@ -99,8 +145,11 @@ async def test_kill9_each_worker_at_random_points(kafka: KafkaSettings, tmp_path
         waves = 12
         step = wl.span_s / waves + 1e-9
         storm = asyncio.create_task(chaos(workers, rng, 2, (1.5, 4.0), kills))
+        bad: list[tuple[str, int, int, str]] = []
         for i in range(waves + 1):
             await publish(kafka, wl, i * step, (i + 1) * step if i < waves else 1e9)
+            if i == waves // 2:
+                bad = await publish_bad(kafka, [p.host for p in wl.plans])
             await asyncio.sleep(rng.uniform(0.5, 2.0))
         await storm
         assert sorted(kills) == sorted([w.name for w in workers] * 2)
@@ -113,6 +162,7 @@ async def test_kill9_each_worker_at_random_points(kafka: KafkaSettings, tmp_path
             if done or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.5)
+        dead = await check_dead_letters(kafka, bad)
         for w in workers:
             assert w.alive(), f"{w.name} exited: {w.log_path}"
     finally:
@@ -132,7 +182,7 @@ async def test_kill9_each_worker_at_random_points(kafka: KafkaSettings, tmp_path
     inputs = sum(len(p.messages) for p in wl.plans)
     print(f"\nkill -9: {len(kills)} kills ({', '.join(kills)}); {len(wl.energy)} scenarios, "
           f"{inputs} input messages; duplicates on scenario.energy {dup_e}, "
-          f"cost.results {dup_c}")
+          f"cost.results {dup_c}; {len(bad)} hostile messages → {dead} dead letters")
     assert dup_e < inputs and dup_c < inputs
 
 

@@ -301,10 +301,11 @@ def trainer(kafka: KafkaSettings, log_dir: Path, data_dir: Path) -> Worker:
 # ---- result stores --------------------------------------------------------------------
 
 async def read_topic(kafka: KafkaSettings, topic: str, decode: Callable[[bytes], M],
-                     until: Callable[[dict[str, list[M]]], bool], timeout_s: float
-                     ) -> dict[str, list[M]]:
+                     until: Callable[[dict[str, list[M]]], bool], timeout_s: float,
+                     ignore_keys: frozenset[str] = frozenset()) -> dict[str, list[M]]:
     """Every record of ``topic`` from the start, grouped by key, read until ``until`` holds
-    and the end of every partition is reached (or the timeout: returns what it has)."""
+    and the end of every partition is reached (or the timeout: returns what it has).
+    Records with a key in ``ignore_keys`` (hostile input a test put there) are skipped."""
     c = make_consumer(kafka, None)
     await c.start()
     out: dict[str, list[M]] = {}
@@ -317,7 +318,9 @@ async def read_topic(kafka: KafkaSettings, topic: str, decode: Callable[[bytes],
             batch = await c.getmany(timeout_ms=300)
             for recs in batch.values():
                 for r in recs:
-                    out.setdefault((r.key or b"").decode(), []).append(decode(r.value or b""))
+                    key = (r.key or b"").decode()
+                    if key not in ignore_keys:
+                        out.setdefault(key, []).append(decode(r.value or b""))
             if not batch and until(out):
                 at_end = True
                 for tp in tps:
