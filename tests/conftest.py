@@ -15,13 +15,37 @@ from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
 
 
+def docker_available() -> bool:
+    """True when a Docker engine answers (never on the development machines here)."""
+    try:
+        import docker  # testcontainers' dependency
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap address of a broker: ``JOULESTREAM_TEST_BOOTSTRAP`` (e.g. Apache Kafka
-    started by testcontainers) or the embedded Tansu broker."""
+    """Bootstrap address of the broker the suite runs against:
+
+    * ``JOULESTREAM_TEST_BOOTSTRAP=host:port`` — any running Kafka;
+    * ``JOULESTREAM_TEST_KAFKA=apache`` — Apache Kafka (KRaft) started by testcontainers
+      (needs a Docker engine);
+    * otherwise the embedded Tansu broker.
+    """
     external = os.environ.get("JOULESTREAM_TEST_BOOTSTRAP")
     if external:
         yield external
+        return
+    if os.environ.get("JOULESTREAM_TEST_KAFKA") == "apache":
+        if not docker_available():
+            pytest.fail("JOULESTREAM_TEST_KAFKA=apache needs a Docker engine")
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
         return
     log = tmp_path_factory.mktemp("broker") / "broker.log"
     with EmbeddedBroker(log) as b:
