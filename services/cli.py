@@ -200,7 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("names", nargs="*", help=f"any of: {', '.join(benchmark_names())}")
     bench.add_argument("--quick", action="store_true", help="fewer/shorter runs")
     bench.add_argument("--write-docs", action="store_true",
-                       help="also write docs/benchmarks.md")
+                       help="also write docs/benchmarks.md (the default when no names are "
+                            "given)")
+    bench.add_argument("--no-docs", action="store_true",
+                       help="do not write docs/benchmarks.md")
     bench.set_defaults(fn=cmd_bench)
 
     # services add their own subcommands: services/<name>/cli.py defines register(sub)
@@ -227,7 +230,11 @@ def benchmark_names() -> list[str]:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    """Each benchmarks/<name>.py has ``run(quick: bool) -> dict``; figures go to stdout."""
+    """Each benchmarks/<name>.py has ``run(quick: bool) -> dict``; figures go to stdout.
+
+    With no names every benchmark runs and docs/benchmarks.md is written (``--no-docs``
+    skips it); named runs write it only with ``--write-docs``.  A benchmark that fails is
+    reported as ``{"error": ...}`` and the others still run (exit code 1)."""
     names = a.names or benchmark_names()
     unknown = set(names) - set(benchmark_names())
     if unknown:
@@ -235,17 +242,26 @@ def cmd_bench(a: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     results: dict[str, Any] = {}
+    failed = False
     for n in names:
-        mod = importlib.import_module(f"benchmarks.{n}")
         print(f"running benchmark {n} …", file=sys.stderr, flush=True)
-        results[n] = mod.run(quick=a.quick)
+        t0 = time.monotonic()
+        try:
+            mod = importlib.import_module(f"benchmarks.{n}")
+            results[n] = mod.run(quick=a.quick)
+        except Exception as e:  # one broken benchmark must not hide the others' figures
+            logging.getLogger("bench").exception("benchmark %s failed", n)
+            results[n] = {"error": f"{type(e).__name__}: {e}"}
+            failed = True
+        print(f"benchmark {n}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     out = results[names[0]] if len(names) == 1 else results
     print(json.dumps(out, indent=2))
-    if a.write_docs:
+    if (a.write_docs or not a.names) and not a.no_docs:
         from benchmarks._report import write_benchmarks_md
 
-        write_benchmarks_md(results)
-    return 0
+        path = write_benchmarks_md(results, quick=a.quick)
+        print(f"wrote {path}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> None:
