@@ -222,6 +222,21 @@ class StopSignal:
         return self.event.is_set()
 
 
+async def _lags(consumer: AIOKafkaConsumer, settings: KafkaSettings
+                ) -> dict[TopicPartition, int]:
+    """Unread messages per assigned partition (logical topic names); partitions whose
+    high-water mark is not known yet are left out (unknown)."""
+    out: dict[TopicPartition, int] = {}
+    for tp in consumer.assignment():
+        hw = consumer.highwater(tp)
+        if hw is None:
+            continue
+        with contextlib.suppress(Exception):
+            out[TopicPartition(settings.logical(tp.topic), tp.partition)] = max(
+                0, hw - await consumer.position(tp))
+    return out
+
+
 def _transient(e: BaseException) -> bool:
     """Broker-side trouble worth waiting out (connection loss, leader moves, timeouts)."""
     return isinstance(e, KafkaTimeoutError | OSError) or bool(getattr(e, "retriable", False))
@@ -418,18 +433,15 @@ async def run_worker(
                         metrics.dead_letters.labels(logical, e.error_type).inc()
                         outputs.append(dead_letter(record, processor.name, e))
                     consumed[tp] = record.offset + 1
+            on_lag = getattr(processor, "on_lag", None)
+            if on_lag is not None:  # stateful processors may care how far behind inputs are
+                on_lag(await _lags(consumer, settings))
             outputs.extend(processor.tick(time.time_ns()))
             if not await _deliver(producer, consumer, processor, outputs, consumed, settings,
                                   metrics, health, stop):
                 break  # stopped while the broker was unreachable: nothing committed, replay
-            assigned = consumer.assignment()
-            for tp in assigned:
-                hw = consumer.highwater(tp)
-                if hw is not None:
-                    with contextlib.suppress(Exception):
-                        metrics.lag.labels(settings.logical(tp.topic), str(tp.partition)).set(
-                            max(0, hw - await consumer.position(tp))
-                        )
+            for tp, n in (await _lags(consumer, settings)).items():
+                metrics.lag.labels(tp.topic, str(tp.partition)).set(n)
             if batch:
                 metrics.batch_seconds.observe(time.perf_counter() - t0)
     finally:

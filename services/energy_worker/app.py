@@ -154,6 +154,11 @@ class EnergyProcessor:
             self.join.add_failed(ev, partition=record.partition, offset=record.offset)
         return []
 
+    def on_lag(self, lag: dict[TopicPartition, int]) -> None:
+        """Unread messages per input partition (from the run loop, before each tick)."""
+        self.join.set_events_lag({tp.partition: n for tp, n in lag.items()
+                                  if tp.topic == scenario_events.TOPIC})
+
     def tick(self, now_ns: int) -> list[Output]:
         out = []
         for res in self.join.ready(now_ns):

@@ -298,6 +298,9 @@ class JoinConfig:
     max_open_s: float = 6 * 3600.0
     #: idle baselines kept per host (all streams together)
     max_baselines: int = 16
+    #: while the events topic is behind (or its progress is unknown), samples are kept up to
+    #: this far behind the newest, so a backlog read topic by topic loses nothing
+    max_retention_s: float = 600.0
 
 
 class EnergyJoin:
@@ -309,6 +312,18 @@ class EnergyJoin:
         self.pending: dict[str, Pending] = {}
         #: hosts whose baselines changed since ``take_baseline_updates``
         self._baselines_changed: set[str] = set()
+        #: per partition: the latest event time read from scenario.events
+        self.events_wm: dict[int, int] = {}
+        #: per partition: messages of scenario.events not yet read (None: unknown)
+        self.events_lag: dict[int, int] | None = None
+
+    def _event_seen(self, partition: int, ts_ns: int) -> None:
+        if ts_ns > self.events_wm.get(partition, 0):
+            self.events_wm[partition] = ts_ns
+
+    def set_events_lag(self, lag: dict[int, int]) -> None:
+        """How far behind the scenario.events partitions are (from the consumer)."""
+        self.events_lag = dict(lag)
 
     # ---- inputs -------------------------------------------------------------------------
     def _host(self, host: str, partition: int) -> HostState:
@@ -331,11 +346,13 @@ class EnergyJoin:
         st.latest_ts = latest
 
     def add_started(self, ev: ScenarioStarted, partition: int, offset: int) -> None:
+        self._event_seen(partition, ev.start_ns)
         st = self._host(ev.host, partition)
         if ev.scenario_id not in st.occupants and ev.scenario_id not in self.pending:
             st.open_starts.setdefault(ev.scenario_id, (ev.start_ns, offset))
 
     def add_finished(self, ev: ScenarioFinished, partition: int, offset: int) -> None:
+        self._event_seen(partition, ev.end_ns)
         st = self._host(ev.host, partition)
         st.open_starts.pop(ev.scenario_id, None)
         if not ev.settings.is_idle:
@@ -351,6 +368,7 @@ class EnergyJoin:
             if st:
                 st.open_starts.pop(ev, None)
             return
+        self._event_seen(partition, ev.end_ns)
         st = self._host(ev.host, partition)
         st.open_starts.pop(ev.scenario_id, None)
         if ev.cpu_s is not None and not ev.settings.is_idle:
@@ -513,6 +531,24 @@ class EnergyJoin:
         self._baselines_changed.clear()
         return out
 
+    def _sample_horizon(self, st: HostState, grace: int) -> int:
+        """Samples before this time are no longer needed by events still to be read.
+
+        Normally ``grace`` behind the host's newest sample.  But the two input topics are
+        read independently: after downtime a poll may return samples far ahead of the
+        events of the same partition.  So while the events partition is known to be behind,
+        keep samples back to its latest event time minus grace; when its progress is
+        unknown and no event was read yet, keep up to ``max_retention_s``."""
+        horizon = st.latest_ts - grace
+        cap = st.latest_ts - int(self.cfg.max_retention_s * 1e9)
+        wm = self.events_wm.get(st.partition)
+        lag = None if self.events_lag is None else self.events_lag.get(st.partition)
+        if lag is None:
+            return cap if wm is None else horizon
+        if lag > 0:
+            return max(cap, min(horizon, wm - grace)) if wm is not None else cap
+        return horizon
+
     def _prune(self, now_ns: int) -> None:
         grace = int(self.cfg.grace_s * 1e9)
         max_open = int(self.cfg.max_open_s * 1e9)
@@ -524,7 +560,7 @@ class EnergyJoin:
             for sid, (start, _) in list(st.open_starts.items()):
                 if now_ns - start > max_open:
                     del st.open_starts[sid]
-            horizon = st.latest_ts - grace
+            horizon = self._sample_horizon(st, grace)
             for s, _ in st.open_starts.values():
                 horizon = min(horizon, s)
             if host in pending_starts:
