@@ -239,19 +239,20 @@ async def test_scale_out_three_instances_one_killed(kafka: KafkaSettings, tmp_pa
     assert dup < sum(len(p.messages) for p in wl.plans)
 
 
-@pytest.mark.xfail(strict=True, reason="join prunes samples by grace before the events topic "
-                   "caught up: results depend on cross-topic interleaving (docs/reliability.md)")
-def test_join_result_depends_on_topic_interleaving_beyond_grace() -> None:
-    """Known limitation, kept visible (strict xfail: fixing it turns this red, remove the
-    mark then).  The join prunes samples older than ``grace_s`` behind the newest sample of a
-    host, whatever the events topic has been read up to.  After downtime both topics hold a
-    backlog and a poll may return samples far ahead of the events of the same partition;
-    a scenario whose events come later then finds its samples pruned (and committed past):
-    ``complete=false``, less energy.  Seen in the kill -9 test with ``grace_s=5``."""
+@pytest.mark.parametrize("events_lag_known", [False, True])
+def test_join_result_does_not_depend_on_topic_interleaving(events_lag_known: bool) -> None:
+    """After downtime both topics hold a backlog and a poll may return samples far ahead
+    of the events of the same partition.  The join must not prune samples that events still
+    to be read will need: same records as the undisturbed order, whether the run loop
+    reported the events partition's lag or not (then ``max_retention_s`` bounds it).  This
+    was a real bug (seen in the kill -9 test with ``grace_s=5``)."""
     wl = make_workload(hosts=1, per_host=10, seed=3)
     join = EnergyJoin(JoinConfig(timeout_s=86_400.0, grace_s=5.0))
     plan = wl.plans[0]
+    n_events = sum(1 for _, t, _ in plan.messages if t == scenario_events.TOPIC)
     off = {"s": 0, "e": 0}
+    if events_lag_known:
+        join.set_events_lag({0: n_events})  # nothing of the events partition read yet
     now = time.time_ns()
     got: dict[str, ScenarioEnergy] = {}
     # the same per-topic order as published, but the samples topic read first (as a poll of
@@ -261,6 +262,8 @@ def test_join_result_depends_on_topic_interleaving_beyond_grace() -> None:
             join.add_samples(PowerSamples.from_bytes(value), 0, off["s"])
             off["s"] += 1
             got.update({r.scenario_id: r for r in join.ready(now)})
+    if events_lag_known:
+        join.set_events_lag({0: 0})
     for _, topic, value in plan.messages:
         if topic == scenario_events.TOPIC:
             ev = scenario_events.parse_scenario_event(value)
