@@ -126,13 +126,24 @@ async def chaos(workers: list[Worker], rng: random.Random, kills_each: int,
         w.start()
 
 
-async def test_kill9_each_worker_at_random_points(kafka: KafkaSettings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("grace_s", [
+    120.0,
+    # a grace far shorter than the data span: offsets move past pruned samples and a
+    # restart's backlog can put power.samples far ahead of scenario.events.  Still loses
+    # the samples of a scenario after a restart (coverage 0.5) despite the lag-aware
+    # pruning: a timing-dependent race, so not strict (docs/reliability.md)
+    pytest.param(5.0, marks=pytest.mark.xfail(
+        strict=False, reason="lag-aware pruning still races a restart's backlog")),
+])
+async def test_kill9_each_worker_at_random_points(kafka: KafkaSettings, tmp_path: Path,
+                                                  grace_s: float) -> None:
     seed = 20_240_9
-    wl = make_workload(hosts=8, per_host=26, seed=seed)
+    wl = make_workload(hosts=8, per_host=26, seed=seed, grace_s=grace_s)
     assert len(wl.energy) >= 200 and len(wl.cost) >= 200
     assert {partition_of(p.host) for p in wl.plans} == {0, 1, 2, 3}
     data = tmp_path / "trainer"
-    workers = [energy_worker(kafka, tmp_path, f"g-energy-{uuid.uuid4().hex[:6]}"),
+    workers = [energy_worker(kafka, tmp_path, f"g-energy-{uuid.uuid4().hex[:6]}",
+                             grace_s=grace_s),
                cost_worker(kafka, tmp_path), trainer(kafka, tmp_path, data)]
     kills: list[str] = []
     try:
