@@ -136,8 +136,15 @@ def test_safe_offsets_pin_what_state_still_needs() -> None:
     j.add_finished(finished("s", 2, 12), 2, 9)
     j.ready(T0 + 30 * S)
     samples_min, events_min = j.min_offsets()
-    assert 2 not in events_min  # nothing pending: commit everything consumed
-    assert samples_min[2] == 41  # only the grace window is kept
+    # events have been read up to t=12 s: a later event may still overlap "s" (and need
+    # samples from 7 s on), so its event and those samples stay uncommitted
+    assert events_min[2] == 9
+    assert samples_min[2] == 40
+    j.add_finished(finished("t", 26, 28), 2, 10)
+    j.ready(T0 + 30 * S)
+    samples_min, events_min = j.min_offsets()
+    assert events_min[2] == 10  # "s" is released; the new "t" pins its own event
+    assert samples_min[2] == 41  # events read to 28 s: only the grace window is kept
 
 
 def test_wall_plug_stream_is_reported_beside_component_never_added() -> None:

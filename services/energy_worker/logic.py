@@ -277,6 +277,8 @@ class HostState:
     occupants: dict[str, Occupant] = field(default_factory=dict)
     #: idle baselines, oldest first (at most ``JoinConfig.max_baselines``)
     baselines: list[Baseline] = field(default_factory=list)
+    #: the latest event time read from this host's scenario events (None: none read yet)
+    events_wm: int | None = None
 
     def idle_for(self, stream: str, start_ns: int) -> Baseline | None:
         """The latest baseline of ``stream`` whose window ended at or before ``start_ns``."""
@@ -312,14 +314,14 @@ class EnergyJoin:
         self.pending: dict[str, Pending] = {}
         #: hosts whose baselines changed since ``take_baseline_updates``
         self._baselines_changed: set[str] = set()
-        #: per partition: the latest event time read from scenario.events
-        self.events_wm: dict[int, int] = {}
         #: per partition: messages of scenario.events not yet read (None: unknown)
         self.events_lag: dict[int, int] | None = None
 
-    def _event_seen(self, partition: int, ts_ns: int) -> None:
-        if ts_ns > self.events_wm.get(partition, 0):
-            self.events_wm[partition] = ts_ns
+    @staticmethod
+    def _event_seen(st: HostState, ts_ns: int) -> None:
+        """A host publishes its own events in time order: its watermark is their maximum."""
+        if st.events_wm is None or ts_ns > st.events_wm:
+            st.events_wm = ts_ns
 
     def set_events_lag(self, lag: dict[int, int]) -> None:
         """How far behind the scenario.events partitions are (from the consumer)."""
@@ -346,14 +348,14 @@ class EnergyJoin:
         st.latest_ts = latest
 
     def add_started(self, ev: ScenarioStarted, partition: int, offset: int) -> None:
-        self._event_seen(partition, ev.start_ns)
         st = self._host(ev.host, partition)
+        self._event_seen(st, ev.start_ns)
         if ev.scenario_id not in st.occupants and ev.scenario_id not in self.pending:
             st.open_starts.setdefault(ev.scenario_id, (ev.start_ns, offset))
 
     def add_finished(self, ev: ScenarioFinished, partition: int, offset: int) -> None:
-        self._event_seen(partition, ev.end_ns)
         st = self._host(ev.host, partition)
+        self._event_seen(st, ev.end_ns)
         st.open_starts.pop(ev.scenario_id, None)
         if not ev.settings.is_idle:
             st.occupants.setdefault(ev.scenario_id, Occupant(
@@ -368,8 +370,8 @@ class EnergyJoin:
             if st:
                 st.open_starts.pop(ev, None)
             return
-        self._event_seen(partition, ev.end_ns)
         st = self._host(ev.host, partition)
+        self._event_seen(st, ev.end_ns)
         st.open_starts.pop(ev.scenario_id, None)
         if ev.cpu_s is not None and not ev.settings.is_idle:
             st.occupants.setdefault(ev.scenario_id, Occupant(
@@ -534,20 +536,20 @@ class EnergyJoin:
     def _sample_horizon(self, st: HostState, grace: int) -> int:
         """Samples before this time are no longer needed by events still to be read.
 
-        Normally ``grace`` behind the host's newest sample.  But the two input topics are
-        read independently: after downtime a poll may return samples far ahead of the
-        events of the same partition.  So while the events partition is known to be behind,
-        keep samples back to its latest event time minus grace; when its progress is
-        unknown and no event was read yet, keep up to ``max_retention_s``."""
+        The two input topics are read independently: after downtime a poll may return
+        samples far ahead of the events of the same host.  So retention follows the host's
+        *events* already read: samples are kept back to its latest event time minus
+        ``grace`` (and at most ``max_retention_s`` behind the newest sample).  Only a host
+        with no event read at all, whose events partition is known to be read to its end,
+        is pruned by ``grace`` behind the newest sample alone (hosts that only publish
+        power)."""
         horizon = st.latest_ts - grace
         cap = st.latest_ts - int(self.cfg.max_retention_s * 1e9)
-        wm = self.events_wm.get(st.partition)
+        wm = st.events_wm
+        if wm is not None:
+            return max(cap, min(horizon, wm - grace))
         lag = None if self.events_lag is None else self.events_lag.get(st.partition)
-        if lag is None:
-            return cap if wm is None else horizon
-        if lag > 0:
-            return max(cap, min(horizon, wm - grace)) if wm is not None else cap
-        return horizon
+        return horizon if lag == 0 else cap
 
     def _prune(self, now_ns: int) -> None:
         grace = int(self.cfg.grace_s * 1e9)
