@@ -43,6 +43,7 @@ from aiokafka.errors import (
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas import TOPICS
+from schemas.dead_letters import SUFFIX as DLQ_SUFFIX
 from schemas.dead_letters import DeadLetter, dlq_topic
 
 from .httpserver import Health
@@ -220,6 +221,18 @@ class StopSignal:
 
     def is_set(self) -> bool:
         return self.event.is_set()
+
+
+def _count_dead_letters(outputs: Sequence[Output], metrics: WorkerMetrics) -> None:
+    """Dead letters a processor emits itself (outside ``handle``) count like the others."""
+    for o in outputs:
+        if o.topic.endswith(DLQ_SUFFIX):
+            try:
+                dl = DeadLetter.from_bytes(o.value)
+            except Exception:  # not ours to judge: count it under the topic name alone
+                metrics.dead_letters.labels(o.topic[: -len(DLQ_SUFFIX)], "invalid").inc()
+            else:
+                metrics.dead_letters.labels(dl.source_topic, dl.error_type).inc()
 
 
 async def _lags(consumer: AIOKafkaConsumer, settings: KafkaSettings
@@ -436,7 +449,9 @@ async def run_worker(
             on_lag = getattr(processor, "on_lag", None)
             if on_lag is not None:  # stateful processors may care how far behind inputs are
                 on_lag(await _lags(consumer, settings))
-            outputs.extend(processor.tick(time.time_ns()))
+            ticked = processor.tick(time.time_ns())
+            _count_dead_letters(ticked, metrics)  # e.g. a scoring job that failed later
+            outputs.extend(ticked)
             if not await _deliver(producer, consumer, processor, outputs, consumed, settings,
                                   metrics, health, stop):
                 break  # stopped while the broker was unreachable: nothing committed, replay
