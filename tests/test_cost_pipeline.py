@@ -9,7 +9,6 @@ import contextlib
 import time
 
 import pytest
-from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from schemas import cost_results, quality_results, scenario_energy
@@ -21,8 +20,9 @@ from schemas.scenario_events import EncodeSettings
 from services.cost_worker.app import CostProcessor
 from services.cost_worker.config import PriceBook
 from shared.httpserver import Health
-from shared.kafka import StopSignal, make_consumer, make_producer, run_worker
+from shared.kafka import StopSignal, make_producer, run_worker
 from shared.settings import KafkaSettings
+from tests.kafka_helpers import read_records, values
 
 pytestmark = pytest.mark.integration
 
@@ -42,22 +42,8 @@ def estimated(sid: str, energy_j: float) -> ScenarioEnergy:
 
 async def read_all(kafka: KafkaSettings, topics: list[str], enough: int, timeout_s: float
                    ) -> dict[str, list[bytes]]:
-    c = make_consumer(kafka, None)
-    await c.start()
-    found: dict[str, list[bytes]] = {t: [] for t in topics}
-    try:
-        parts = [TopicPartition(kafka.topic(t), p) for t in topics
-                 for p in range(kafka.partitions)]
-        c.assign(parts)
-        await c.seek_to_beginning(*parts)
-        deadline = time.monotonic() + timeout_s
-        while sum(map(len, found.values())) < enough:
-            assert time.monotonic() < deadline, {k: len(v) for k, v in found.items()}
-            for tp, recs in (await c.getmany(timeout_ms=200)).items():
-                found[kafka.logical(tp.topic)].extend(r.value or b"" for r in recs)
-    finally:
-        await c.stop()
-    return found
+    return values(await read_records(
+        kafka, topics, lambda f: sum(map(len, f.values())) >= enough, timeout_s))
 
 
 async def test_estimated_energy_flows_through_with_its_label(kafka: KafkaSettings) -> None:

@@ -12,7 +12,6 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
@@ -23,8 +22,9 @@ from schemas.scenario_events import EncodeSettings, ScenarioFinished, ScenarioSt
 from services.energy_worker.app import EnergyProcessor, ensure_baselines_topic
 from services.energy_worker.logic import JoinConfig
 from shared.httpserver import Health
-from shared.kafka import StopSignal, ensure_topics, make_consumer, make_producer, run_worker
+from shared.kafka import StopSignal, ensure_topics, make_producer, run_worker
 from shared.settings import KafkaSettings
+from tests.kafka_helpers import read_records
 
 pytestmark = pytest.mark.integration
 
@@ -90,24 +90,14 @@ async def publish_all(kafka: KafkaSettings, t0: int) -> None:
 
 async def read_energy(kafka: KafkaSettings, want: int, timeout_s: float
                       ) -> dict[str, list[ScenarioEnergy]]:
-    c = make_consumer(kafka, None)
-    await c.start()
+    topic = scenario_energy.TOPIC
+    found = await read_records(kafka, [topic], lambda f: len({r.key for r in f[topic]}) >= want,
+                               timeout_s, poll_ms=300)
     out: dict[str, list[ScenarioEnergy]] = {}
-    try:
-        tps = [TopicPartition(kafka.topic(scenario_energy.TOPIC), p)
-               for p in range(kafka.partitions)]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout_s
-        while len(out) < want:
-            assert time.monotonic() < deadline, f"{len(out)} of {want} scenarios"
-            for recs in (await c.getmany(timeout_ms=300)).values():
-                for r in recs:
-                    e = ScenarioEnergy.from_bytes(r.value or b"")
-                    assert r.key == e.scenario_id.encode()
-                    out.setdefault(e.scenario_id, []).append(e)
-    finally:
-        await c.stop()
+    for r in found[topic]:
+        e = ScenarioEnergy.from_bytes(r.value or b"")
+        assert r.key == e.scenario_id.encode()
+        out.setdefault(e.scenario_id, []).append(e)
     return out
 
 

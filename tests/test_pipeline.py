@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from schemas import (
@@ -43,9 +42,10 @@ from services.runner.logic import build_matrix
 from services.trainer.app import TrainerConfig, TrainerProcessor
 from shared.ffmpeg import natural_clip
 from shared.httpserver import Health
-from shared.kafka import StopSignal, make_consumer, make_producer, run_worker
+from shared.kafka import StopSignal, make_producer, run_worker
 from shared.settings import KafkaSettings
 from tests.fakes.powercap import intel_two_packages
+from tests.kafka_helpers import read_records, values
 
 pytestmark = pytest.mark.integration
 
@@ -75,23 +75,7 @@ class PowerDriver(threading.Thread):
 async def collect(kafka: KafkaSettings, topics: list[str], until: Any, timeout_s: float
                   ) -> dict[str, list[bytes]]:
     """Read topics from the beginning until ``until(found)`` is true."""
-    c = make_consumer(kafka, None)
-    await c.start()
-    found: dict[str, list[bytes]] = {t: [] for t in topics}
-    try:
-        parts = [TopicPartition(kafka.topic(t), p) for t in topics
-                 for p in range(kafka.partitions)]
-        c.assign(parts)
-        await c.seek_to_beginning(*parts)
-        deadline = time.monotonic() + timeout_s
-        while not until(found):
-            have = {k: len(v) for k, v in found.items()}
-            assert time.monotonic() < deadline, f"timed out; have {have}"
-            for tp, recs in (await c.getmany(timeout_ms=200)).items():
-                found[kafka.logical(tp.topic)].extend(r.value for r in recs)
-    finally:
-        await c.stop()
-    return found
+    return values(await read_records(kafka, topics, lambda f: until(values(f)), timeout_s))
 
 
 @pytest.fixture

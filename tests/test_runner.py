@@ -7,11 +7,9 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
 
 from schemas import scenario_events
 from schemas.scenario_events import (
@@ -29,8 +27,9 @@ from services.runner.logic import (
     parse_matrix_text,
     resolve_source,
 )
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_producer
 from shared.settings import KafkaSettings
+from tests.kafka_helpers import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 Event = ScenarioStarted | ScenarioFinished | ScenarioFailed
@@ -80,22 +79,9 @@ def test_commands_for_qp_realtime_and_live_outputs() -> None:
 # ---- through the broker with real ffmpeg ----------------------------------------------------
 
 async def read_events(kafka: KafkaSettings, n: int, timeout_s: float = 30) -> list[Event]:
-    c = make_consumer(kafka, None)
-    await c.start()
-    out: list[Event] = []
-    try:
-        tps = [TopicPartition(kafka.topic(scenario_events.TOPIC), p)
-               for p in range(kafka.partitions)]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout_s
-        while len(out) < n:
-            assert time.monotonic() < deadline, f"only {len(out)} of {n} events"
-            for recs in (await c.getmany(timeout_ms=200)).values():
-                out += [parse_scenario_event(r.value or b"") for r in recs]
-    finally:
-        await c.stop()
-    return out
+    topic = scenario_events.TOPIC
+    found = await read_records(kafka, [topic], lambda f: len(f[topic]) >= n, timeout_s)
+    return [parse_scenario_event(r.value or b"") for r in found[topic]]
 
 
 LAVFI = "testsrc2=size=320x180:rate=25"
