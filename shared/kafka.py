@@ -316,10 +316,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, processor: Processor, settings: KafkaSettings) -> None:
         self.processor = processor
         self.settings = settings
+        #: partitions revoked since the loop last cleared this (logical names)
+        self.revoked: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.processor.on_revoked(
-            {TopicPartition(self.settings.logical(tp.topic), tp.partition) for tp in revoked})
+        logical = {TopicPartition(self.settings.logical(tp.topic), tp.partition)
+                   for tp in revoked}
+        self.revoked |= logical
+        self.processor.on_revoked(logical)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
@@ -408,8 +412,8 @@ async def run_worker(
             metrics.dead_letters.labels(t, kind)
     producer = make_producer(settings)
     consumer = make_consumer(settings, group_id, **(consumer_overrides or {}))
-    consumer.subscribe([settings.topic(t) for t in processor.input_topics],
-                       listener=_Rebalance(processor, settings))
+    rebalance = _Rebalance(processor, settings)
+    consumer.subscribe([settings.topic(t) for t in processor.input_topics], listener=rebalance)
     health.set(False, "connecting to the broker")
     if not await with_retry("producer start", producer.start, stop, health):
         return
@@ -421,6 +425,7 @@ async def run_worker(
         last_contact = time.monotonic()
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records)
+            rebalance.revoked.clear()  # what getmany returned belongs to the new assignment
             if batch:
                 last_contact = time.monotonic()
             elif time.monotonic() - last_contact > BROKER_PROBE_S:
@@ -446,6 +451,15 @@ async def run_worker(
                         metrics.dead_letters.labels(logical, e.error_type).inc()
                         outputs.append(dead_letter(record, processor.name, e))
                     consumed[tp] = record.offset + 1
+            if rebalance.revoked:
+                # A rebalance ran while this batch was processed (handle awaited): the state
+                # dropped for the revoked partitions was partly rebuilt from the batch's tail.
+                # Drop it again and deliver and commit nothing: the new assignment re-reads
+                # from the last commit, so the batch is processed again, whole.
+                processor.on_revoked(set(rebalance.revoked))
+                log.info("rebalance during a batch: its %d records will be re-read",
+                         sum(len(r) for r in batch.values()))
+                continue
             on_lag = getattr(processor, "on_lag", None)
             if on_lag is not None:  # stateful processors may care how far behind inputs are
                 on_lag(await _lags(consumer, settings))
