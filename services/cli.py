@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from shared.httpserver import Health
-from shared.kafka import StopSignal, ensure_topics, make_producer, run_worker, with_retry
+from shared.kafka import StopSignal, ensure_topics, run_worker, with_retry
 from shared.service import run as run_service
 from shared.service import setup_logging
 from shared.settings import KafkaSettings, ServiceSettings
@@ -127,19 +127,13 @@ def cmd_publish(a: argparse.Namespace) -> int:
             print(f"line {n}: {e}", file=sys.stderr)
             return 2
 
-    async def go() -> None:
-        kafka = KafkaSettings()
-        await ensure_topics(kafka)
-        p = make_producer(kafka)
-        await p.start()
-        try:
-            for ev in events:
-                await p.send_and_wait(kafka.topic(scenario_events.TOPIC), ev.to_bytes(),
-                                      key=ev.host.encode())
-        finally:
-            await p.stop()
+    from .runner.cli import _publisher_session
 
-    asyncio.run(go())
+    async def publish_all(pub: Any) -> None:
+        for ev in events:
+            await pub.publish(ev)  # keyed by the event's own host
+
+    _publisher_session(publish_all)
     print(f"published {len(events)} events")
     return 0
 

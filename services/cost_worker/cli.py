@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiokafka import TopicPartition
 from pydantic import ValidationError
+
+from shared.configfile import load_yaml
 
 from .config import CostConfig, PriceBookError, format_errors, load_price_book
 from .tco import (
@@ -39,12 +40,7 @@ class LadderError(ValueError):
 
 def load_ladder(path: str) -> Ladder:
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise LadderError(f"cannot read ladder {p}: {e}") from e
-    except yaml.YAMLError as e:
-        raise LadderError(f"ladder {p} is not valid YAML: {e}") from e
+    doc = load_yaml(p, "ladder", LadderError)
     try:
         return Ladder.model_validate(doc or {})
     except ValidationError as e:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pycountry
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,6 +36,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas._base import Name
+from shared.configfile import load_yaml
 
 from .grid import WORLD, grid_table
 from .logic import MINUTES_PER_DAY, ComputeBasis, ResolvedPrices, TariffSegment
@@ -285,12 +285,7 @@ def load_price_book(path: str | None) -> PriceBook:
     if not path:
         return PriceBook()
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise PriceBookError(f"cannot read price book {p}: {e}") from e
-    except yaml.YAMLError as e:
-        raise PriceBookError(f"price book {p} is not valid YAML: {e}") from e
+    doc = load_yaml(p, "price book", PriceBookError)
     if doc is not None and not isinstance(doc, dict):
         raise PriceBookError(f"price book {p} must be a mapping of keys to values")
     try:
